@@ -1,0 +1,150 @@
+"""One typed settings object, read once from the environment and `.env`, then passed down."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["", "mock", "deepgram", "openai"]
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or contradicts another; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- server -----------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = 8000
+    public_url: str = "http://localhost:8000"
+    log_level: str = "INFO"
+    stream_token_secret: str = ""
+
+    # --- Twilio -----------------------------------------------------------------
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_validate_signatures: bool = True
+    twilio_sms_from: str = ""
+
+    # --- providers ----------------------------------------------------------------
+    use_mock_streaming: bool = False
+    asr_provider: ProviderName = ""
+    llm_provider: ProviderName = ""
+    tts_provider: ProviderName = ""
+    deepgram_api_key: str = ""
+    openai_api_key: str = ""
+
+    deepgram_base_url: str = ""          # self-hosted or regional Deepgram (ws/wss base)
+    deepgram_model: str = "nova-3"
+    deepgram_endpointing_ms: int = 300
+    deepgram_utterance_end_ms: int = 1000
+    deepgram_tts_model: str = "aura-2-thalia-en"
+    openai_base_url: str = ""            # any OpenAI-compatible server
+    openai_model: str = "gpt-5.4-mini"
+    openai_reasoning_effort: str = "low"
+    llm_first_token_timeout_s: float = 4.0
+    llm_timeout_s: float = 15.0
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "alloy"
+
+    # --- the business -------------------------------------------------------------
+    business_profile: str = "business.example.toml"
+
+    # --- conversation ---------------------------------------------------------------
+    vad_threshold_rms: int = 500
+    vad_end_silence_ms: int = 300
+    idle_timeout_s: float = 10.0
+    max_call_s: float = 900.0
+    max_tool_rounds: int = 5
+    latency_target_ms: float = 1200.0
+    max_ws_message_bytes: int = 16384
+    soxr_quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] = "HQ"
+
+    # --- mock providers (offline) -------------------------------------------------------
+    mock_asr_script: list[str] = Field(default_factory=list)
+    mock_asr_delay_ms: float = 0.0
+    mock_asr_endpointing_ms: int = 300
+    mock_llm_delay_ms: float = 0.0
+    mock_tts_delay_ms: float = 0.0
+    mock_tts_chars_per_s: float = 15.0
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("mock_asr_script", mode="before")
+    @classmethod
+    def _script_lines(cls, value: object) -> object:
+        # `MOCK_ASR_SCRIPT=hello|bye` is friendlier in a shell than JSON.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [line.strip() for line in value.split("|") if line.strip()]
+        return value
+
+    # --- derived ----------------------------------------------------------------------
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_url).netloc
+
+    @property
+    def voice_webhook_url(self) -> str:
+        return f"{self.public_url}/api/twilio/voice"
+
+    @property
+    def media_stream_url(self) -> str:
+        """The `wss://` URL named in the TwiML; Twilio signs the upgrade over exactly this."""
+        return f"wss://{self.public_host}/media-stream"
+
+    @property
+    def signatures_enforced(self) -> bool:
+        return bool(self.twilio_auth_token) and self.twilio_validate_signatures
+
+    @property
+    def token_secret(self) -> str:
+        """Key for the per-call stream token: its own secret, else the Twilio auth token."""
+        return self.stream_token_secret or self.twilio_auth_token or "zylin-dev-secret"
+
+    def provider(self, kind: Literal["asr", "llm", "tts"]) -> str:
+        """The provider chosen for `kind`: explicit setting, else real when its key is set."""
+        if self.use_mock_streaming:
+            return "mock"
+        chosen = getattr(self, f"{kind}_provider")
+        if chosen:
+            return chosen
+        if kind == "asr":
+            return "deepgram" if self.deepgram_api_key else "mock"
+        if kind == "llm":
+            return "openai" if self.openai_api_key else "mock"
+        if self.openai_api_key:
+            return "openai"
+        return "deepgram" if self.deepgram_api_key else "mock"
+
+    @property
+    def all_mock(self) -> bool:
+        return all(self.provider(k) == "mock" for k in ("asr", "llm", "tts"))
+
+    def check(self) -> list[str]:
+        """Raise ConfigError for a selected provider without its key; return warnings."""
+        needs = {"deepgram": "DEEPGRAM_API_KEY", "openai": "OPENAI_API_KEY"}
+        for kind in ("asr", "llm", "tts"):
+            name = self.provider(kind)
+            allowed = {"asr": {"mock", "deepgram"}, "llm": {"mock", "openai"},
+                       "tts": {"mock", "openai", "deepgram"}}[kind]
+            if name not in allowed:
+                raise ConfigError(f"{kind.upper()}_PROVIDER={name} is not one of {sorted(allowed)}")
+            key = needs.get(name)
+            if key and not getattr(self, key.lower()):
+                raise ConfigError(f"{kind.upper()}_PROVIDER={name} needs {key}; set it or choose 'mock'")
+        warnings = []
+        if self.twilio_auth_token and not self.twilio_validate_signatures:
+            warnings.append("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked")
+        elif not self.twilio_auth_token:
+            warnings.append("TWILIO_AUTH_TOKEN is not set: Twilio signatures are not checked")
+        if not self.stream_token_secret and not self.twilio_auth_token:
+            warnings.append("STREAM_TOKEN_SECRET is not set: using a development secret for stream tokens")
+        return warnings

@@ -1,0 +1,229 @@
+"""Twilio Media Streams wire format, both directions, in one place.
+
+Inbound JSON text frames become typed, frozen dataclasses (numbers that Twilio sends as strings
+become ints; the base64 payload becomes mu-law bytes). Outbound messages are built here only, so
+the rest of Zylin never touches a raw dict. The `inbound_*` builders are what Twilio would send;
+the simulated caller uses them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Union
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a well-formed Media Streams event; it is logged and dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    encoding: str
+    sample_rate: int
+    channels: int
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    stream_sid: str
+    track: str
+    chunk: int
+    timestamp_ms: int
+    payload: bytes  # mu-law 8 kHz
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    stream_sid: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    stream_sid: str
+    call_sid: str
+
+
+InboundEvent = Union[Connected, Start, Media, Dtmf, Mark, Stop]
+
+
+def _section(msg: dict, key: str) -> dict:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"'{msg.get('event')}' event without a '{key}' object")
+    return value
+
+
+def _str(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"missing or non-string field '{key}'")
+    return value
+
+
+def _int(obj: dict, key: str) -> int:
+    value = obj.get(key)
+    try:
+        return int(value)  # Twilio sends numbers as strings
+    except (TypeError, ValueError):
+        raise ProtocolError(f"field '{key}' is not a number: {value!r}") from None
+
+
+def _media(msg: dict) -> Media:
+    media = _section(msg, "media")
+    try:
+        payload = base64.b64decode(_str(media, "payload"), validate=True)
+    except binascii.Error:
+        raise ProtocolError("media payload is not valid base64") from None
+    return Media(
+        stream_sid=_str(msg, "streamSid"),
+        track=str(media.get("track", "inbound")),
+        chunk=_int(media, "chunk"),
+        timestamp_ms=_int(media, "timestamp"),
+        payload=payload,
+    )
+
+
+def _start(msg: dict) -> Start:
+    start = _section(msg, "start")
+    fmt = start.get("mediaFormat") or {}
+    params = start.get("customParameters") or {}
+    if not isinstance(fmt, dict) or not isinstance(params, dict):
+        raise ProtocolError("start event with malformed mediaFormat or customParameters")
+    return Start(
+        stream_sid=_str(start, "streamSid"),
+        call_sid=_str(start, "callSid"),
+        account_sid=str(start.get("accountSid", "")),
+        tracks=tuple(start.get("tracks") or ("inbound",)),
+        encoding=str(fmt.get("encoding", "audio/x-mulaw")),
+        sample_rate=_int(fmt, "sampleRate") if "sampleRate" in fmt else 8000,
+        channels=_int(fmt, "channels") if "channels" in fmt else 1,
+        custom_parameters={str(k): str(v) for k, v in params.items()},
+    )
+
+
+def parse_event(text: str) -> InboundEvent:
+    """Parse one inbound text frame or raise ProtocolError saying what is wrong with it."""
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("frame is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("frame is not a JSON object")
+    event = msg.get("event")
+    if event == "media":
+        return _media(msg)
+    if event == "mark":
+        return Mark(stream_sid=_str(msg, "streamSid"), name=_str(_section(msg, "mark"), "name"))
+    if event == "dtmf":
+        return Dtmf(stream_sid=_str(msg, "streamSid"), digit=_str(_section(msg, "dtmf"), "digit"))
+    if event == "start":
+        return _start(msg)
+    if event == "stop":
+        stop = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+        return Stop(stream_sid=_str(msg, "streamSid"), call_sid=str(stop.get("callSid", "")))
+    if event == "connected":
+        return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
+    raise ProtocolError(f"unknown event {event!r}")
+
+
+# --- outbound: what Zylin sends to Twilio ---------------------------------------------------
+
+def media_message(stream_sid: str, ulaw: bytes) -> str:
+    payload = base64.b64encode(ulaw).decode("ascii")
+    return f'{{"event":"media","streamSid":"{stream_sid}","media":{{"payload":"{payload}"}}}}'
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def clear_message(stream_sid: str) -> str:
+    return json.dumps({"event": "clear", "streamSid": stream_sid})
+
+
+# --- inbound builders: what Twilio sends (used by the simulated caller) ----------------------
+
+def inbound_connected() -> str:
+    return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def inbound_start(seq: int, stream_sid: str, call_sid: str, account_sid: str,
+                  custom_parameters: dict[str, str]) -> str:
+    return json.dumps({
+        "event": "start", "sequenceNumber": str(seq), "streamSid": stream_sid,
+        "start": {
+            "accountSid": account_sid, "streamSid": stream_sid, "callSid": call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": custom_parameters,
+        },
+    })
+
+
+def inbound_media(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, ulaw: bytes) -> str:
+    payload = base64.b64encode(ulaw).decode("ascii")
+    return (f'{{"event":"media","sequenceNumber":"{seq}","streamSid":"{stream_sid}",'
+            f'"media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{timestamp_ms}",'
+            f'"payload":"{payload}"}}}}')
+
+
+def inbound_dtmf(seq: int, stream_sid: str, digit: str) -> str:
+    return json.dumps({"event": "dtmf", "sequenceNumber": str(seq), "streamSid": stream_sid,
+                       "dtmf": {"track": "inbound_track", "digit": digit}})
+
+
+def inbound_mark(seq: int, stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "sequenceNumber": str(seq), "streamSid": stream_sid,
+                       "mark": {"name": name}})
+
+
+def inbound_stop(seq: int, stream_sid: str, call_sid: str, account_sid: str) -> str:
+    return json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid,
+                       "stop": {"accountSid": account_sid, "callSid": call_sid}})
+
+
+# --- outbound parsing: what the simulated caller reads --------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    event: str          # media | mark | clear
+    stream_sid: str
+    payload: bytes = b""
+    name: str = ""
+
+
+def parse_outbound(text: str) -> Outbound:
+    """Strict reading of a message Zylin sent, as Twilio would reject anything malformed."""
+    msg = json.loads(text)
+    event = msg.get("event")
+    sid = msg.get("streamSid")
+    if not isinstance(sid, str) or not sid:
+        raise ProtocolError(f"outbound {event!r} without streamSid")
+    if event == "media":
+        return Outbound("media", sid, payload=base64.b64decode(msg["media"]["payload"], validate=True))
+    if event == "mark":
+        return Outbound("mark", sid, name=msg["mark"]["name"])
+    if event == "clear":
+        return Outbound("clear", sid)
+    raise ProtocolError(f"Twilio does not accept outbound event {event!r}")
