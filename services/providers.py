@@ -20,7 +20,7 @@ def build_recognizer(settings: Settings, profile: BusinessProfile,
         return DeepgramRecognizer(settings, profile)
     from services.asr.mock import MockRecognizer, script_for_call
     return MockRecognizer(
-        script=script_for_call(call_params, settings.mock_asr_script),
+        script=script_for_call(call_params, settings.mock_script_lines),
         endpointing_ms=settings.mock_asr_endpointing_ms,
         delay_ms=settings.mock_asr_delay_ms,
         threshold_rms=settings.vad_threshold_rms,

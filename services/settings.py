@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["", "mock", "deepgram", "openai"]
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     twilio_auth_token: str = ""
     twilio_validate_signatures: bool = True
     twilio_sms_from: str = ""
+    twilio_api_base_url: str = ""        # REST API base; only for a proxy or a test fake
 
     # --- providers ----------------------------------------------------------------
     use_mock_streaming: bool = False
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
     soxr_quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] = "HQ"
 
     # --- mock providers (offline) -------------------------------------------------------
-    mock_asr_script: list[str] = Field(default_factory=list)
+    mock_asr_script: str = ""           # JSON list, or lines separated by |
     mock_asr_delay_ms: float = 0.0
     mock_asr_endpointing_ms: int = 300
     mock_llm_delay_ms: float = 0.0
@@ -78,15 +80,23 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("mock_asr_script", mode="before")
+    @field_validator("mock_asr_script")
     @classmethod
-    def _script_lines(cls, value: object) -> object:
-        # `MOCK_ASR_SCRIPT=hello|bye` is friendlier in a shell than JSON.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [line.strip() for line in value.split("|") if line.strip()]
+    def _script_is_readable(cls, value: str) -> str:
+        if value.lstrip().startswith("["):
+            lines = json.loads(value)
+            if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+                raise ValueError("MOCK_ASR_SCRIPT must be a JSON list of strings or lines separated by |")
         return value
 
     # --- derived ----------------------------------------------------------------------
+    @property
+    def mock_script_lines(self) -> list[str]:
+        """`MOCK_ASR_SCRIPT=hello|bye` is friendlier in a shell than JSON; both work."""
+        if self.mock_asr_script.lstrip().startswith("["):
+            return json.loads(self.mock_asr_script)
+        return [line.strip() for line in self.mock_asr_script.split("|") if line.strip()]
+
     @property
     def public_host(self) -> str:
         return urlsplit(self.public_url).netloc

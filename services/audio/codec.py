@@ -6,10 +6,11 @@ a resampler fed chunk by chunk must keep its filter state or the seams click.
 
 from __future__ import annotations
 
-try:  # stdlib up to 3.12, the audioop-lts package from 3.13
+import warnings
+
+with warnings.catch_warnings():  # stdlib up to 3.12 (deprecated there), audioop-lts from 3.13
+    warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
-except ModuleNotFoundError:  # pragma: no cover - depends on the interpreter
-    import audioop_lts as audioop  # type: ignore[no-redef]
 
 import numpy as np
 import soxr

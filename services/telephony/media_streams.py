@@ -8,6 +8,7 @@ the simulated caller uses them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -227,3 +228,49 @@ def parse_outbound(text: str) -> Outbound:
     if event == "clear":
         return Outbound("clear", sid)
     raise ProtocolError(f"Twilio does not accept outbound event {event!r}")
+
+
+class StreamSender:
+    """Zylin's side of one Media Stream: well-formed messages only, one writer at a time.
+
+    A dead socket flips `closed` instead of raising, so the conversation engine winds down
+    through its normal path rather than through a stack of send errors.
+    """
+
+    def __init__(self, send_text, stream_sid: str, close=None) -> None:
+        self._send_text = send_text
+        self._close = close
+        self.stream_sid = stream_sid
+        self.closed = False
+        self._lock = asyncio.Lock()
+
+    async def _send(self, text: str) -> bool:
+        if self.closed:
+            return False
+        async with self._lock:
+            try:
+                await self._send_text(text)
+            except Exception:
+                self.closed = True
+                return False
+        return True
+
+    async def media(self, ulaw: bytes) -> bool:
+        return await self._send(media_message(self.stream_sid, ulaw))
+
+    async def mark(self, name: str) -> bool:
+        return await self._send(mark_message(self.stream_sid, name))
+
+    async def clear(self) -> bool:
+        return await self._send(clear_message(self.stream_sid))
+
+    async def close(self) -> None:
+        """End the stream from our side; with nothing after </Connect> Twilio hangs up."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._close is not None:
+            try:
+                await self._close()
+            except Exception:
+                pass

@@ -1,0 +1,108 @@
+"""WS /media-stream: one Twilio Media Stream per connection, handed to a CallSession.
+
+This edge only validates and dispatches: malformed or unexpected frames are logged and dropped
+(never ending the call), and whatever ends the socket ends the session cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from services.orchestrator.session import CallSession
+from services.runtime import Runtime
+from services.telephony.media_streams import (
+    Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, StreamSender, parse_event,
+)
+from services.telephony.webhook import stream_token_valid
+
+log = logging.getLogger("zylin.api.media")
+
+POLICY_VIOLATION = 1008
+
+
+class Drops:
+    """Counts dropped frames; logs the first of each kind, the totals at the end."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def drop(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            log.warning("dropped a frame (%s): %s", kind, detail)
+
+
+async def media_stream(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    settings = runtime.settings
+    signature = websocket.headers.get("x-twilio-signature")
+    await websocket.accept()
+    if not runtime.signatures.valid(settings.media_stream_url, {}, signature):
+        log.warning("media stream: invalid Twilio signature; closing")
+        await websocket.close(code=POLICY_VIOLATION, reason="invalid signature")
+        return
+
+    session: CallSession | None = None
+    drops = Drops()
+    reason = "socket closed"
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                drops.drop("binary", "Media Streams frames are JSON text")
+                continue
+            if len(text) > settings.max_ws_message_bytes:
+                drops.drop("oversize", f"{len(text)} bytes")
+                continue
+            try:
+                event = parse_event(text)
+            except ProtocolError as exc:
+                drops.drop("malformed", str(exc))
+                continue
+
+            if isinstance(event, Media):
+                if session is None:
+                    drops.drop("before start", "media before the start event")
+                elif event.stream_sid != session.info.stream_sid:
+                    drops.drop("wrong stream", event.stream_sid)
+                else:
+                    await session.on_media(event.payload)
+            elif isinstance(event, Mark):
+                if session is not None and event.stream_sid == session.info.stream_sid:
+                    session.on_mark(event.name)
+            elif isinstance(event, Dtmf):
+                if session is not None and event.stream_sid == session.info.stream_sid:
+                    await session.on_dtmf(event.digit)
+            elif isinstance(event, Start):
+                if session is not None:
+                    drops.drop("second start", event.stream_sid)
+                    continue
+                token = event.custom_parameters.get("token", "")
+                if not stream_token_valid(event.call_sid, token, settings.token_secret):
+                    log.warning("media stream for %s: bad stream token; closing", event.call_sid)
+                    await websocket.close(code=POLICY_VIOLATION, reason="invalid stream token")
+                    return
+                sender = StreamSender(websocket.send_text, event.stream_sid, websocket.close)
+                session = await runtime.open_session(event, sender)
+                await session.start()
+            elif isinstance(event, Stop):
+                reason = "stop event"
+                break
+            elif isinstance(event, Connected):
+                continue
+    except WebSocketDisconnect:
+        reason = "socket closed"
+    except Exception:
+        log.exception("media stream failed")
+        reason = "error"
+    finally:
+        if session is not None:
+            await session.stop(session.end_reason or reason)
+        if drops.counts:
+            log.warning("media stream dropped frames: %s", dict(drops.counts))

@@ -1,0 +1,136 @@
+"""Zylin: the AI receptionist on your Twilio number.
+
+    python main.py            serve (mock providers when no keys are set)
+    python main.py demo       place a simulated phone call against an in-process server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from api.health import health, ready
+from api.media_stream import media_stream
+from api.twilio_voice import voice
+from services.orchestrator.greeting import GreetingCache
+from services.orchestrator.record import CallRecorder, LogRecorder
+from services.providers import build_synthesizer
+from services.receptionist.profile import ProfileError, load_profile
+from services.runtime import Runtime
+from services.settings import ConfigError, Settings
+from services.telephony.rest import OfflineTelephony, Telephony, TwilioTelephony
+from services.telephony.webhook import SignatureCheck
+
+log = logging.getLogger("zylin")
+
+
+def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
+                  telephony: Telephony | None = None) -> Runtime:
+    """Everything a call needs, checked up front: a bad setting stops here, not mid-call."""
+    settings.check()
+    profile = load_profile(settings.business_profile)
+    tts = build_synthesizer(settings)
+    if telephony is None:
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            telephony = TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token,
+                                        settings.twilio_api_base_url)
+        else:
+            telephony = OfflineTelephony()
+    return Runtime(
+        settings=settings, profile=profile, tts=tts,
+        greetings=GreetingCache(tts, settings.soxr_quality), telephony=telephony,
+        recorder=recorder or LogRecorder(settings.latency_target_ms),
+        signatures=SignatureCheck(settings.twilio_auth_token, settings.signatures_enforced),
+    )
+
+
+def create_app(settings: Settings | None = None, *, recorder: CallRecorder | None = None,
+               telephony: Telephony | None = None) -> Starlette:
+    settings = settings or Settings()
+    runtime = build_runtime(settings, recorder, telephony)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.warm_up()
+        yield
+        await runtime.tts.close()
+        await runtime.telephony.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/api/twilio/voice", voice, methods=["POST"]),
+            WebSocketRoute("/media-stream", media_stream),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def startup_banner(settings: Settings) -> list[str]:
+    mode = "MOCK mode (no provider keys: offline mock ASR, brain and TTS)" if settings.all_mock else (
+        "providers: " + ", ".join(f"{k}={settings.provider(k)}" for k in ("asr", "llm", "tts")))
+    lines = [f"Zylin listening on {settings.host}:{settings.port} in {mode}.",
+             f"Twilio webhook (Voice, 'A call comes in', HTTP POST): {settings.voice_webhook_url}"]
+    if "localhost" in settings.public_url or "127.0.0.1" in settings.public_url:
+        lines.append(f"PUBLIC_URL is local: run `ngrok http {settings.port}` and set PUBLIC_URL to the "
+                     "https URL it prints, then paste the webhook above into the Twilio console.")
+    return lines
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    try:
+        app = create_app(settings)
+    except (ConfigError, ProfileError) as exc:
+        log.error("%s", exc)
+        return 2
+    for warning in settings.check():
+        log.warning("%s", warning)
+    for line in startup_banner(settings):
+        log.info("%s", line)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                ws_max_size=1 << 20, proxy_headers=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="main.py", description="Zylin AI receptionist")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (default)")
+    demo = sub.add_parser("demo", help="place a simulated call against an in-process server")
+    demo.add_argument("--wav", default="demo-call.wav", help="where to write what the caller heard")
+    demo.add_argument("--speed", type=float, default=1.0, help="faster than real time, e.g. 4")
+    demo.add_argument("--line", action="append", help="a caller line (repeat); default: a scripted call")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic names the bad setting
+        print(f"settings error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "demo":
+        # The demo prints the conversation itself; logs would drown it unless asked for.
+        configure_logging(settings.log_level if settings.log_level.upper() == "DEBUG" else "WARNING")
+        from services.simulator.demo import run_demo
+        return asyncio.run(run_demo(settings, lines=args.line, wav_path=args.wav, speed=args.speed))
+    configure_logging(settings.log_level)
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""What a call leaves behind: turns with latency, events, the end. A recorder receives it as
+the call goes (storage plugs in here), never on the per-frame path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from services.llm.base import Message
+from services.orchestrator.latency import TurnLatency
+from services.privacy import mask_phone
+
+log = logging.getLogger("zylin.calls")
+
+
+@dataclass(slots=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    caller: str
+    called: str
+    started_at: float  # monotonic, at the `start` event
+    greeting_ms: float | None = None
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    index: int
+    speaker: Literal["caller", "zylin"]
+    text: str
+    at: float                                 # monotonic
+    heard_text: str | None = None             # zylin turns: what the caller actually heard
+    interrupted: bool = False
+    latency: TurnLatency | None = None        # caller turns: the reply's latency
+
+
+@dataclass(slots=True)
+class CallEvent:
+    kind: str          # transfer, hang_up, barge_in, dtmf, provider_error, message, ...
+    at: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class CallRecorder(Protocol):
+    def turn(self, call: CallInfo, turn: TurnRecord) -> None: ...
+    def event(self, call: CallInfo, event: CallEvent) -> None: ...
+    def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord],
+              history: list[Message]) -> None: ...
+
+
+class LogRecorder:
+    """Writes each finished turn and event to the log (caller numbers masked)."""
+
+    def __init__(self, latency_target_ms: float = 1200.0) -> None:
+        self.latency_target_ms = latency_target_ms
+
+    def turn(self, call: CallInfo, turn: TurnRecord) -> None:
+        fields = {"call": call.call_sid, "turn": turn.index, "speaker": turn.speaker}
+        if turn.latency is not None:
+            fields.update(turn.latency.as_dict())
+            total = turn.latency.first_audio_ms
+            if total is not None and total > self.latency_target_ms:
+                log.warning("slow turn %s #%d: %.0f ms to first audio (target %.0f)",
+                            call.call_sid, turn.index, total, self.latency_target_ms)
+        if turn.interrupted:
+            fields["interrupted"] = True
+        log.info("turn %s", json.dumps(fields))
+
+    def event(self, call: CallInfo, event: CallEvent) -> None:
+        log.info("event %s %s %s", call.call_sid, event.kind, json.dumps(event.detail, default=str))
+
+    def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord],
+              history: list[Message]) -> None:
+        log.info("call %s from %s ended (%s) after %d turns", call.call_sid, mask_phone(call.caller),
+                 reason, len(turns))
+
+
+class MemoryRecorder(LogRecorder):
+    """Keeps every call in memory as well: for the demo's summary and for tests."""
+
+    def __init__(self, latency_target_ms: float = 1200.0) -> None:
+        super().__init__(latency_target_ms)
+        self.calls: dict[str, dict[str, Any]] = {}
+        self._ended: dict[str, asyncio.Event] = {}
+
+    def _call(self, call: CallInfo) -> dict[str, Any]:
+        return self.calls.setdefault(call.call_sid, {"info": call, "turns": [], "events": [],
+                                                     "ended": None, "history": []})
+
+    async def wait_ended(self, call_sid: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The call's record once the server has closed it."""
+        event = self._ended.setdefault(call_sid, asyncio.Event())
+        await asyncio.wait_for(event.wait(), timeout_s)
+        return self.calls[call_sid]
+
+    def turn(self, call: CallInfo, turn: TurnRecord) -> None:
+        super().turn(call, turn)
+        self._call(call)["turns"].append(turn)
+
+    def event(self, call: CallInfo, event: CallEvent) -> None:
+        super().event(call, event)
+        self._call(call)["events"].append(event)
+
+    def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord],
+              history: list[Message]) -> None:
+        super().ended(call, reason, turns, history)
+        entry = self._call(call)
+        entry["ended"] = reason
+        entry["history"] = list(history)
+        self._ended.setdefault(call.call_sid, asyncio.Event()).set()
+
+
+def turn_dict(turn: TurnRecord) -> dict[str, Any]:
+    out = asdict(turn)
+    out["latency"] = turn.latency.as_dict() if turn.latency else None
+    return out

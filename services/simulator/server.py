@@ -1,0 +1,63 @@
+"""Run an ASGI app with uvicorn in this process on a free loopback port (tests, demo, bench)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from uvicorn.config import WS_PROTOCOLS
+
+# The sans-I/O websockets implementation; the legacy one is deprecated in uvicorn 0.54.
+WS_PROTOCOL = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, host: str = "127.0.0.1", log_level: str = "warning",
+                    startup_timeout_s: float = 10.0, **config: Any) -> AsyncIterator[str]:
+    """`async with serve_app(app) as base_url:` -> "http://127.0.0.1:PORT", stopped on exit.
+
+    We bind the socket ourselves (port 0) so the port is known before uvicorn starts and
+    two servers can never race for the same number.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config.setdefault("ws", WS_PROTOCOL)
+    config.setdefault("timeout_graceful_shutdown", 3)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **config))
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits the process when lifespan start-up fails
+            raise RuntimeError(f"uvicorn exited during start-up (code {exc.code})") from None
+
+    task = asyncio.create_task(run(), name=f"uvicorn:{port}")
+    try:
+        deadline = asyncio.get_running_loop().time() + startup_timeout_s
+        while not server.started:
+            if task.done():
+                task.result()  # a start-up failure surfaces here
+                raise RuntimeError("uvicorn stopped before it started")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"uvicorn did not start within {startup_timeout_s} s")
+            await asyncio.sleep(0.005)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), startup_timeout_s)
+        except asyncio.TimeoutError:
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except RuntimeError:
+            pass  # already raised to the caller from the start-up wait
+        finally:
+            sock.close()

@@ -1,0 +1,591 @@
+"""A local Deepgram: the live transcription WebSocket (`GET /v1/listen`) and Aura (`POST /v1/speak`)
+on one port, as api.deepgram.com serves both.
+
+Listen: records the query it was opened with, every message received (binary audio, KeepAlive /
+Finalize / CloseStream JSON), and answers with Results / SpeechStarted / UtteranceEnd / Metadata
+shaped as Deepgram documents them. A test can drive it by hand (`session.send_results(...)`), or
+give it a script: it then "hears" speech by energy and answers each utterance with the next line,
+with interim results, endpointing and utterance ends as the query asked. It behaves like Deepgram
+where it matters: Finalize flushes with `from_finalize: true`, CloseStream flushes, sends Metadata
+and closes 1000, ten seconds (setting) with neither audio nor a text message closes 1011. It can
+drop a connection (abruptly or with a close code) and refuse new ones.
+
+Speak: returns mu-law (or linear16) bytes for the text, streamed in odd-sized chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from websockets.frames import Opcode
+from websockets.server import ServerProtocol
+
+from tests.fakes import ClientGone, HttpRequest, HttpServer, ResponseWriter, StreamRecord
+
+try:  # stdlib up to 3.12, the audioop-lts package from 3.13
+    import audioop
+except ModuleNotFoundError:  # pragma: no cover
+    import audioop_lts as audioop  # type: ignore[no-redef]
+
+ENCODINGS = {"linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus",
+             "ogg-opus", "speex", "g729"}
+MODEL_INFO = {"name": "general-nova-3", "version": "2025-01-01.0", "arch": "nova-3"}
+MODEL_UUID = "40bd3654-e622-47c4-a111-63a61b23bd5f"
+NET0001 = ("Deepgram did not receive audio data or a text message within the timeout window. "
+           "See https://dpgr.am/net0001")
+
+
+class ListenSession:
+    """One live-transcription WebSocket as the fake sees it."""
+
+    def __init__(self, fake: FakeDeepgram, request: HttpRequest, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, protocol: ServerProtocol) -> None:
+        self.fake = fake
+        self.request = request
+        self.query = request.query
+        self.headers = request.headers
+        self.request_id = str(uuid.uuid4())
+        self.messages: list[bytes | dict] = []     # everything received, in order
+        self.audio = bytearray()
+        self.controls: list[str] = []              # types of the JSON messages received
+        self.sent: list[dict] = []                 # everything we answered
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None         # the code we closed with, or received
+        self.finalize_transcript = ""              # what a Finalize flushes in manual mode
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+        self._changed = asyncio.Condition()
+        self._fragments: list[bytes] = []
+        self._fragment_op: Opcode | None = None
+        self._ears = _Ears(self) if fake.script is not None else None
+
+    # --- the query ------------------------------------------------------------------
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.param("sample_rate") or 16000)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 1 if self.param("encoding") in ("mulaw", "alaw") else 2
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / (self.sample_rate * self.bytes_per_sample)
+
+    # --- waiting (tests await these instead of sleeping) ------------------------------
+    async def wait_until(self, predicate, timeout: float = 5.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    async def wait_audio_bytes(self, count: int, timeout: float = 5.0) -> None:
+        await self.wait_until(lambda: len(self.audio) >= count, timeout)
+
+    async def wait_control(self, kind: str, count: int = 1, timeout: float = 5.0) -> None:
+        await self.wait_until(lambda: self.controls.count(kind) >= count, timeout)
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self.closed.wait(), timeout)
+
+    # --- answering ----------------------------------------------------------------------
+    async def send_json(self, message: dict) -> None:
+        if self.closed.is_set():
+            return
+        self.sent.append(message)
+        self._protocol.send_text(json.dumps(message).encode())
+        await self._flush()
+
+    async def send_results(self, transcript: str, *, is_final: bool = True, speech_final: bool = False,
+                           start: float = 0.0, duration: float | None = None, confidence: float = 0.98,
+                           from_finalize: bool = False) -> None:
+        words = transcript.split()
+        if duration is None:
+            duration = max(0.3 * len(words), 0.02)
+        await self.send_json(results_message(transcript, is_final=is_final, speech_final=speech_final,
+                                             start=start, duration=duration, confidence=confidence,
+                                             from_finalize=from_finalize, request_id=self.request_id))
+
+    async def send_speech_started(self, timestamp: float) -> None:
+        await self.send_json({"type": "SpeechStarted", "channel": [0], "timestamp": timestamp})
+
+    async def send_utterance_end(self, last_word_end: float) -> None:
+        await self.send_json({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": last_word_end})
+
+    async def send_metadata(self) -> None:
+        await self.send_json({
+            "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
+            "sha256": hashlib.sha256(bytes(self.audio)).hexdigest(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "duration": round(self.audio_seconds, 3), "channels": 1, "models": [MODEL_UUID],
+            "model_info": {MODEL_UUID: MODEL_INFO},
+        })
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """A clean close handshake from the server side."""
+        if self.closed.is_set():
+            return
+        self.close_code = code
+        self._protocol.send_close(code, reason)
+        await self._flush()
+        self._end()
+
+    async def drop(self, code: int | None = None) -> None:
+        """Lose the connection: with a close frame carrying `code` (1011 is what Deepgram sends on
+        its own errors), or with no close frame at all (code None), as a network drop would."""
+        if code is not None:
+            await self.close(code, "fake drop")
+            self._writer.close()
+            return
+        self.close_code = 1006
+        transport = self._writer.transport
+        transport.abort()
+        self._end()
+
+    # --- the connection ----------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_message = loop.time()
+        try:
+            while not self.closed.is_set():
+                wait = self.fake.idle_timeout_s - (loop.time() - last_message)
+                if wait <= 0:
+                    await self.close(1011, NET0001)
+                    break
+                try:
+                    data = await asyncio.wait_for(self._reader.read(65536), wait)
+                except TimeoutError:
+                    continue
+                if not data:
+                    self._protocol.receive_eof()
+                    break
+                self._protocol.receive_data(data)
+                for frame in self._protocol.events_received():
+                    if await self._on_frame(frame):
+                        last_message = loop.time()
+                await self._flush()
+        except (ConnectionError, ClientGone):
+            pass
+        finally:
+            if self.close_code is None and self._protocol.close_rcvd is not None:
+                self.close_code = self._protocol.close_rcvd.code
+            self._end()
+            self._writer.close()
+
+    async def _on_frame(self, frame) -> bool:
+        """Handle one frame; True when it was a data message (which resets the idle timer)."""
+        if frame.opcode in (Opcode.PING, Opcode.PONG):
+            return False
+        if frame.opcode == Opcode.CLOSE:
+            self.close_code = self._protocol.close_rcvd.code if self._protocol.close_rcvd else 1005
+            return False
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self._fragment_op = frame.opcode
+            self._fragments = []
+        self._fragments.append(bytes(frame.data))
+        if not frame.fin:
+            return True
+        data, opcode = b"".join(self._fragments), self._fragment_op
+        self._fragments = []
+        if opcode == Opcode.BINARY:
+            await self._on_audio(data)
+        else:
+            await self._on_text(data)
+        return True
+
+    async def _on_audio(self, data: bytes) -> None:
+        self.messages.append(data)
+        self.audio += data
+        await self._notify()
+        if self._ears is not None:
+            await self._ears.hear(data)
+
+    async def _on_text(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            await self.send_json({"type": "Error", "variant": "SchemaError",
+                                  "description": "could not parse the client message",
+                                  "message": data.decode(errors="replace")})
+            return
+        self.messages.append(message)
+        self.controls.append(kind)
+        await self._notify()
+        if kind == "Finalize":
+            await self._finalize()
+        elif kind == "CloseStream":
+            await self._finalize(closing=True)
+            await self.send_metadata()
+            await self.close(1000)
+        elif kind != "KeepAlive":
+            await self.send_json({"type": "Error", "variant": "SchemaError",
+                                  "description": f"unknown message type {kind!r}",
+                                  "message": data.decode(errors="replace")})
+
+    async def _finalize(self, closing: bool = False) -> None:
+        if self._ears is not None:
+            await self._ears.flush(from_finalize=not closing)
+        elif not closing:
+            text, self.finalize_transcript = self.finalize_transcript, ""
+            end = self.audio_seconds
+            duration = min(end, max(0.3 * len(text.split()), 0.02))
+            await self.send_results(text, is_final=True, speech_final=False, start=end - duration,
+                                    duration=duration, from_finalize=True)
+
+    async def _flush(self) -> None:
+        data = self._protocol.data_to_send()
+        if not data or self._writer.is_closing():
+            return
+        for chunk in data:
+            if chunk:
+                self._writer.write(chunk)
+            else:  # the protocol is done with the connection: close TCP from our side
+                self._writer.close()
+                self._end()
+                return
+        try:
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise ClientGone from exc
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _end(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.fake._session_closed()
+
+
+class _Ears:
+    """Script mode: an energy detector that turns voiced audio into the script's next line."""
+
+    def __init__(self, session: ListenSession) -> None:
+        self.session = session
+        self.window = int(session.sample_rate * 0.02) * session.bytes_per_sample
+        self.mulaw = session.param("encoding") == "mulaw"
+        self.endpointing = _ms(session.param("endpointing"), default=10) / 1000.0
+        self.utterance_end = _ms(session.param("utterance_end_ms"), default=0) / 1000.0
+        self.interim = session.param("interim_results") == "true"
+        self.vad_events = session.param("vad_events") == "true"
+        self._rest = b""
+        self.t = 0.0                      # stream time of the next window
+        self.in_speech = False
+        self.start = 0.0
+        self.last_voice = 0.0
+        self.last_interim = 0.0
+        self.pending_end: float | None = None  # last word end awaiting an UtteranceEnd
+
+    async def hear(self, data: bytes) -> None:
+        data = self._rest + data
+        cut = len(data) - len(data) % self.window
+        self._rest = data[cut:]
+        for i in range(0, cut, self.window):
+            pcm = data[i:i + self.window]
+            if self.mulaw:
+                pcm = audioop.ulaw2lin(pcm, 2)
+            await self._window(audioop.rms(pcm, 2) >= self.session.fake.vad_threshold_rms)
+            self.t += 0.02
+
+    async def _window(self, voiced: bool) -> None:
+        s = self.session
+        if voiced:
+            if not self.in_speech:
+                self.in_speech, self.start, self.last_interim = True, self.t, self.t
+                self.pending_end = None
+                if self.vad_events:
+                    await s.send_speech_started(round(self.t, 3))
+            self.last_voice = self.t + 0.02
+            if self.interim and self.t - self.last_interim >= 0.5:
+                self.last_interim = self.t
+                await self._results(is_final=False, speech_final=False)
+            return
+        if self.in_speech and self.t + 0.02 - self.last_voice >= self.endpointing:
+            await self._results(is_final=True, speech_final=True)
+        elif (self.pending_end is not None and self.utterance_end
+              and self.t - self.pending_end >= self.utterance_end):
+            await s.send_utterance_end(round(self.pending_end, 3))
+            self.pending_end = None
+
+    async def flush(self, from_finalize: bool) -> None:
+        if self.in_speech:
+            await self._results(is_final=True, speech_final=False, from_finalize=from_finalize)
+        elif from_finalize:
+            await self.session.send_results("", is_final=True, start=self.t, duration=0.0,
+                                            from_finalize=True)
+
+    async def _results(self, is_final: bool, speech_final: bool, from_finalize: bool = False) -> None:
+        fake = self.session.fake
+        line = fake.script[0] if fake.script else ""
+        end = self.last_voice if is_final else self.t + 0.02
+        if is_final:
+            if fake.script:
+                fake.script.popleft()
+                fake.heard.append(line)
+            self.in_speech = False
+            self.pending_end = end
+        else:  # an interim result carries the words "heard" so far
+            words = line.split()
+            share = min(1.0, (self.t - self.start) / max(0.3 * len(words), 0.3))
+            line = " ".join(words[:max(1, math.floor(len(words) * share))])
+        await self.session.send_results(line, is_final=is_final, speech_final=speech_final,
+                                        start=round(self.start, 3), duration=round(end - self.start, 3),
+                                        from_finalize=from_finalize)
+
+
+class FakeDeepgram(HttpServer):
+    """The fake Deepgram server; point DEEPGRAM_BASE_URL at `url`."""
+
+    def __init__(self, *, api_key: str | None = None, script: Sequence[str] | None = None,
+                 idle_timeout_s: float = 10.0, vad_threshold_rms: int = 500) -> None:
+        super().__init__()
+        self.api_key = api_key               # when set, other keys get 401 as from Deepgram
+        self.script = deque(script) if script is not None else None
+        self.heard: list[str] = []           # script lines answered as final results
+        self.idle_timeout_s = idle_timeout_s
+        self.vad_threshold_rms = vad_threshold_rms
+        self.sessions: list[ListenSession] = []
+        self.attempts = 0                    # upgrade requests, refused ones included
+        self.refused = 0
+        self._refuse_status = 0
+        self._refuse_left: int | None = None
+        self.speak_requests: list[HttpRequest] = []
+        self.speak_streams: list[StreamRecord] = []
+        self.speak_chunk_sizes: Sequence[int] = (1601, 3, 799, 2401)
+        self.speak_seconds_per_char = 0.06
+        self.speak_bytes_per_s: float | None = None   # pace the audio (None: as fast as possible)
+        self.speak_hold_after: int | None = None      # stall after this many chunks until release
+        self.speak_error: tuple[int, str] | None = None
+        self.release = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        """What DEEPGRAM_BASE_URL should say: the SDK derives ws:// and http:// from it."""
+        return self.http_url
+
+    def refuse(self, status: int = 503, count: int | None = None) -> None:
+        """Reject the next `count` upgrade attempts (all, when None) with an HTTP `status`."""
+        self._refuse_status, self._refuse_left = status, count
+
+    def accept(self) -> None:
+        self._refuse_status, self._refuse_left = 0, None
+
+    async def wait_session(self, index: int, timeout: float = 5.0) -> ListenSession:
+        """The `index`-th (0-based) connection, once it is open."""
+        await self._wait(lambda: len(self.sessions) > index, timeout)
+        return self.sessions[index]
+
+    async def wait_attempts(self, count: int, timeout: float = 5.0) -> None:
+        await self._wait(lambda: self.attempts >= count, timeout)
+
+    async def wait_speak_streams(self, count: int, timeout: float = 5.0) -> None:
+        await self._wait(lambda: len(self.speak_streams) >= count, timeout)
+
+    async def _wait(self, predicate, timeout: float) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _session_closed(self) -> None:
+        asyncio.ensure_future(self._notify())
+
+    # --- routing ------------------------------------------------------------------------
+    async def handle(self, request: HttpRequest, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        out = ResponseWriter(reader, writer)
+        try:
+            if request.path == "/v1/listen" and request.headers.get("upgrade", "").lower() == "websocket":
+                await self._listen(request, reader, writer)
+                return False
+            if request.method == "POST" and request.path == "/v1/speak":
+                await self._speak(request, out)
+                return out.reusable
+            await out.send_json(404, _error("NOT_FOUND", f"no route for {request.method} {request.path}"))
+            return True
+        finally:
+            out.finish()
+
+    async def _listen(self, request: HttpRequest, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
+        await self._notify()
+        problem = self._check_listen(request)
+        if problem is not None:
+            status, body = problem
+            self.refused += 1
+            data = json.dumps(body).encode()
+            writer.write(f"HTTP/1.1 {status} Rejected\r\ncontent-type: application/json\r\n"
+                         f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode() + data)
+            await writer.drain()
+            return
+        protocol = ServerProtocol(max_size=None)
+        protocol.receive_data(request.head)
+        handshake = protocol.events_received()[0]
+        protocol.send_response(protocol.accept(handshake))
+        for chunk in protocol.data_to_send():
+            writer.write(chunk)
+        await writer.drain()
+        session = ListenSession(self, request, reader, writer, protocol)
+        self.sessions.append(session)
+        await self._notify()
+        await session.run()
+
+    def _check_listen(self, request: HttpRequest) -> tuple[int, dict] | None:
+        if self._refuse_status and (self._refuse_left is None or self._refuse_left > 0):
+            if self._refuse_left is not None:
+                self._refuse_left -= 1
+            return self._refuse_status, _error("SERVICE_UNAVAILABLE", "fake Deepgram refused the connection")
+        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
+            return 401, _error("INVALID_AUTH", "Invalid credentials.")
+        q = request.query
+        encoding = (q.get("encoding") or [None])[0]
+        if encoding is not None and encoding not in ENCODINGS:
+            return 400, _error("INVALID_QUERY_PARAMETER", f"unknown encoding {encoding!r}")
+        if encoding is not None and "sample_rate" not in q:
+            return 400, _error("INVALID_QUERY_PARAMETER", "raw audio needs sample_rate")
+        if "keyterm" in q and not (q.get("model") or [""])[0].startswith("nova-3"):
+            return 400, _error("INVALID_QUERY_PARAMETER", "keyterm is only supported by Nova-3 models")
+        return None
+
+    # --- Aura ---------------------------------------------------------------------------
+    async def _speak(self, request: HttpRequest, out: ResponseWriter) -> None:
+        self.speak_requests.append(request)
+        await self._notify()
+        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
+            await out.send_json(401, _error("INVALID_AUTH", "Invalid credentials."))
+            return
+        if self.speak_error is not None:
+            status, message = self.speak_error
+            await out.send_json(status, _error("FAKE_ERROR", message))
+            return
+        q = {k: v[0] for k, v in request.query.items()}
+        try:
+            text = str(request.json()["text"])
+        except (ValueError, KeyError, TypeError):
+            text = ""
+        if not text.strip():
+            await out.send_json(400, _error("INVALID_INPUT", "text must not be empty"))
+            return
+        encoding = q.get("encoding", "mp3")
+        rate = int(q.get("sample_rate", "8000" if encoding == "mulaw" else "24000"))
+        if encoding == "mulaw" and rate not in (8000, 16000):
+            await out.send_json(400, _error("INVALID_QUERY_PARAMETER", "mulaw needs sample_rate 8000 or 16000"))
+            return
+        if encoding not in ("mulaw", "linear16", "alaw"):
+            await out.send_json(400, _error("UNSUPPORTED_BY_FAKE", f"the fake cannot make {encoding}"))
+            return
+        audio = speak_audio(text, encoding, rate, self.speak_seconds_per_char)
+        if q.get("container", "wav") == "wav":  # Deepgram's default container for raw encodings
+            audio = _wav_header(len(audio), encoding, rate) + audio
+        record = StreamRecord(request)
+        self.speak_streams.append(record)
+        await self._notify()
+        await out.begin(200, f"audio/{encoding}", {
+            "dg-model-name": q.get("model", "aura-2-thalia-en"), "dg-model-uuid": MODEL_UUID,
+            "dg-char-count": str(len(text)), "dg-request-id": str(uuid.uuid4())})
+        try:
+            await stream_chunks(out, record, audio, self.speak_chunk_sizes, self.speak_bytes_per_s,
+                                self.speak_hold_after, self.release)
+        finally:
+            await self._notify()
+
+
+# --- shapes and helpers (shared with tests) ----------------------------------------------------
+def results_message(transcript: str, *, is_final: bool, speech_final: bool, start: float,
+                    duration: float, confidence: float = 0.98, from_finalize: bool = False,
+                    request_id: str = "") -> dict[str, Any]:
+    """A Results message exactly as Deepgram's live API sends it."""
+    words = transcript.split()
+    step = duration / len(words) if words else 0.0
+    return {
+        "type": "Results", "channel_index": [0, 1], "duration": duration, "start": start,
+        "is_final": is_final, "speech_final": speech_final, "from_finalize": from_finalize,
+        "channel": {"alternatives": [{
+            "transcript": transcript, "confidence": confidence,
+            "words": [{"word": w.strip(".,?!").lower(), "start": round(start + i * step, 3),
+                       "end": round(start + (i + 1) * step, 3), "confidence": confidence,
+                       "punctuated_word": w} for i, w in enumerate(words)],
+        }]},
+        "metadata": {"request_id": request_id or str(uuid.uuid4()), "model_info": MODEL_INFO,
+                     "model_uuid": MODEL_UUID},
+    }
+
+
+def speak_audio(text: str, encoding: str, rate: int, seconds_per_char: float) -> bytes:
+    """A tone as long as the text would take to say, in the requested encoding."""
+    n = max(int(len(text) * seconds_per_char * rate), rate // 10)
+    pcm = tone(n, rate)
+    if encoding == "mulaw":
+        return audioop.lin2ulaw(pcm, 2)
+    if encoding == "alaw":
+        return audioop.lin2alaw(pcm, 2)
+    return pcm
+
+
+async def stream_chunks(out: ResponseWriter, record: StreamRecord, data: bytes, sizes: Sequence[int],
+                        bytes_per_s: float | None, hold_after: int | None, release: asyncio.Event) -> None:
+    """Send `data` as chunks of the given (cycling) sizes; notes when the client leaves early."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    offset, n = 0, 0
+    try:
+        while offset < len(data):
+            if hold_after is not None and n == hold_after:
+                await out.hold(until=release)
+            size = sizes[n % len(sizes)]
+            piece = data[offset:offset + size]
+            if bytes_per_s:
+                ahead = (offset + len(piece)) / bytes_per_s - (loop.time() - started)
+                if ahead > 0:
+                    await out.hold(seconds=ahead)
+            await out.chunk(piece)
+            record.chunks.append(piece)
+            offset += len(piece)
+            n += 1
+        await out.end()
+        record.finished.set()
+    except ClientGone:
+        record.closed_early.set()
+        raise
+
+
+def tone(samples: int, rate: int, hz: float = 330.0, amplitude: int = 6000) -> bytes:
+    """PCM16 little-endian mono sine."""
+    t = np.arange(samples) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+def _ms(value: str | None, default: int) -> int:
+    if value in (None, "", "false"):
+        return default
+    return int(float(value))
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"err_code": code, "err_msg": message, "request_id": str(uuid.uuid4())}
+
+
+def _wav_header(size: int, encoding: str, rate: int) -> bytes:
+    fmt, width = {"mulaw": (7, 1), "alaw": (6, 1)}.get(encoding, (1, 2))
+    return (b"RIFF" + (36 + size).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+            + fmt.to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+            + (rate * width).to_bytes(4, "little") + width.to_bytes(2, "little")
+            + (width * 8).to_bytes(2, "little") + b"data" + size.to_bytes(4, "little"))
