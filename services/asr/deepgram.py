@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from deepgram import AsyncDeepgramClient
 from deepgram.environment import DeepgramClientEnvironment
 from deepgram.listen.v1.types import (
@@ -41,6 +42,16 @@ MAX_KEYTERMS = 50
 _FINALIZE = "Finalize"
 _CLOSE = "CloseStream"
 _END = object()
+_idle_http: httpx.AsyncClient | None = None
+
+
+def _unused_http_client() -> httpx.AsyncClient:
+    """The SDK client wants an HTTP client even for a WebSocket; building one costs ~20 ms of CPU
+    (an SSL context) on the event loop at every call start, so all recognizers share one idle one."""
+    global _idle_http
+    if _idle_http is None:
+        _idle_http = httpx.AsyncClient(timeout=10.0)
+    return _idle_http
 
 
 def deepgram_environment(base_url: str) -> DeepgramClientEnvironment:
@@ -75,7 +86,8 @@ class DeepgramRecognizer:
                  keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 2.0,
                  call_sid: str = "") -> None:
         self._client = AsyncDeepgramClient(api_key=settings.deepgram_api_key,
-                                           environment=deepgram_environment(settings.deepgram_base_url))
+                                           environment=deepgram_environment(settings.deepgram_base_url),
+                                           httpx_client=_unused_http_client())
         self.params = self._query(settings, profile)
         self._retry_delays = tuple(retry_delays_s) or (1.0,)
         self._give_up_after_s = give_up_after_s

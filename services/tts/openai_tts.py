@@ -1,0 +1,49 @@
+"""OpenAI Speech API, streamed as raw pcm: 24 kHz 16-bit little-endian mono, no header.
+
+Chunks are passed on exactly as they arrive (odd lengths included: the engine's resampler carries
+the odd byte), so the first audio of a sentence leaves as early as the network allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from openai import AsyncOpenAI
+
+from services.settings import Settings
+
+log = logging.getLogger("zylin.tts.openai")
+
+VOICE_INSTRUCTIONS = ("Speak as a warm, friendly receptionist on a phone line: natural pace, "
+                      "clear and relaxed, never rushed.")
+
+
+class OpenAISynthesizer:
+    """One per process: requests are independent and share the client's connection pool."""
+
+    sample_rate = 24000
+    encoding = "pcm16"
+
+    def __init__(self, settings: Settings, *, timeout_s: float = 15.0, max_retries: int = 1) -> None:
+        self.model = settings.openai_tts_model
+        self.voice = settings.openai_tts_voice
+        self.cache_key = f"openai:{self.model}:{self.voice}"
+        # Only the gpt-4o family of speech models takes style instructions; tts-1 rejects them.
+        self._instructions = VOICE_INSTRUCTIONS if self.model.startswith("gpt-") else None
+        self._client = AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url or None,
+                                   max_retries=max_retries, timeout=timeout_s)
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        """Audio for `text` as it arrives; closing this iterator closes the HTTP response."""
+        extra = {"instructions": self._instructions} if self._instructions else {}
+        async with self._client.audio.speech.with_streaming_response.create(
+                model=self.model, voice=self.voice, input=text, response_format="pcm", **extra) as response:
+            async with aclosing(response.iter_bytes()) as chunks:
+                async for chunk in chunks:
+                    if chunk:
+                        yield chunk
+
+    async def close(self) -> None:
+        await self._client.close()
