@@ -248,8 +248,8 @@ class CallSession:
         now = time.monotonic()
         text = " ".join(self._pending)
         self._pending.clear()
-        if self._reply is not None and self._reply.task is not None and not self._reply.task.done():
-            await self._barge_in("new turn")  # the caller went on while we were thinking
+        if self._reply is not None and self._reply.playing:
+            await self._barge_in("new turn")  # the caller went on (or pressed 0) while we answered
         latency = TurnLatency(speech_end=speech_end or self.vad.last_voiced_at or now, transcript_at=now)
         turn = TurnRecord(len(self.turns), "caller", text, now, latency=latency)
         self.turns.append(turn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,14 @@ class OpenSpan:
         return f"{_spoken_time(self.opens)} to {_spoken_time(self.closes)}"
 
 
+@dataclass(frozen=True, slots=True)
+class BookingRules:
+    slot_step_min: int = 15
+    max_days_ahead: int = 60
+    min_notice_min: int = 60
+    capacity: int = 1
+
+
 @dataclass(frozen=True)
 class BusinessProfile:
     name: str
@@ -47,6 +55,14 @@ class BusinessProfile:
     address: str = ""
     owner_phone: str = ""
     owner_sms: str = ""
+    exceptions: dict[date, OpenSpan | None] = field(default_factory=dict)  # None = closed
+    booking: BookingRules = field(default_factory=BookingRules)
+
+    def open_span(self, day: date) -> OpenSpan | None:
+        """Opening hours on a calendar date (local), exceptions first."""
+        if day in self.exceptions:
+            return self.exceptions[day]
+        return self.hours.get(WEEKDAYS[day.weekday()])
 
     @property
     def tz(self) -> ZoneInfo:
@@ -136,6 +152,47 @@ def parse_profile(data: dict) -> BusinessProfile:
         value = str(data.get(key, ""))
         if value and not (value.startswith("+") and value[1:].isdigit()):
             errors.append(f"{key}: {value!r} is not an E.164 number like +15551230000")
+    exceptions: dict[date, OpenSpan | None] = {}
+    raw_exceptions = data.get("exceptions", {})
+    if not isinstance(raw_exceptions, dict):
+        errors.append('exceptions: expected a table of "YYYY-MM-DD" = "closed" or "HH:MM-HH:MM"')
+        raw_exceptions = {}
+    for key, value in raw_exceptions.items():
+        try:
+            day = date.fromisoformat(str(key))
+        except ValueError:
+            errors.append(f"exceptions.{key}: not a date like 2026-12-25")
+            continue
+        if str(value).strip().lower() == "closed":
+            exceptions[day] = None
+        else:
+            spans = _spans({"mon": value}, f"exceptions.{key}", errors)
+            if spans:
+                exceptions[day] = spans["mon"]
+    booking = BookingRules()
+    raw_booking = data.get("booking", {})
+    if isinstance(raw_booking, dict):
+        values = {}
+        for name, default in (("slot_step_min", 15), ("max_days_ahead", 60), ("min_notice_min", 60),
+                              ("capacity", 1)):
+            try:
+                values[name] = int(raw_booking.get(name, default))
+            except (TypeError, ValueError):
+                errors.append(f"booking.{name}: must be a whole number")
+                values[name] = default
+        if values["slot_step_min"] <= 0 or 60 % values["slot_step_min"] and values["slot_step_min"] % 60:
+            errors.append("booking.slot_step_min: must divide an hour (5, 10, 15, 20, 30) or be whole hours")
+        if values["capacity"] < 1:
+            errors.append("booking.capacity: at least 1")
+        if values["max_days_ahead"] < 1 or values["min_notice_min"] < 0:
+            errors.append("booking: max_days_ahead must be >= 1 and min_notice_min >= 0")
+        booking = BookingRules(**values)
+        for service in services:
+            if service.duration_min % booking.slot_step_min:
+                errors.append(f"services: {service.name} lasts {service.duration_min} min, "
+                              f"not a multiple of booking.slot_step_min ({booking.slot_step_min})")
+    else:
+        errors.append("booking: expected a table")
     if errors:
         raise ProfileError("business profile has mistakes:\n  - " + "\n  - ".join(errors))
     greeting = str(data.get("greeting") or f"Thanks for calling {name}. How can I help you today?")
@@ -143,7 +200,7 @@ def parse_profile(data: dict) -> BusinessProfile:
         name=name, timezone=timezone, greeting=greeting, hours=hours, transfer_hours=transfer,
         services=tuple(services), faq={str(k): str(v) for k, v in data.get("faq", {}).items()},
         address=str(data.get("address", "")), owner_phone=str(data.get("owner_phone", "")),
-        owner_sms=str(data.get("owner_sms", "")),
+        owner_sms=str(data.get("owner_sms", "")), exceptions=exceptions, booking=booking,
     )
 
 
