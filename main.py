@@ -40,7 +40,7 @@ def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
     if telephony is None:
         if settings.twilio_account_sid and settings.twilio_auth_token:
             telephony = TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token,
-                                        settings.twilio_api_base_url)
+                                        settings.twilio_api_base_url, settings.twilio_sms_from)
         else:
             telephony = OfflineTelephony()
     return Runtime(

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     twilio_validate_signatures: bool = True
     twilio_sms_from: str = ""
     twilio_api_base_url: str = ""        # REST API base; only for a proxy or a test fake
+    sms_confirmations: bool = False      # text callers a confirmation after booking changes
 
     # --- providers ----------------------------------------------------------------
     use_mock_streaming: bool = False

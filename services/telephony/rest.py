@@ -26,6 +26,10 @@ class Telephony(Protocol):
 
     async def transfer(self, call_sid: str, number: str) -> bool: ...
 
+    async def send_sms(self, to: str, body: str) -> bool:
+        """True when Twilio accepted the message."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -38,6 +42,10 @@ class OfflineTelephony:
         return False
 
     async def transfer(self, call_sid: str, number: str) -> bool:
+        return False
+
+    async def send_sms(self, to: str, body: str) -> bool:
+        log.info("SMS to %s not sent (no Twilio credentials): %s", mask_phone(to), body[:60])
         return False
 
     async def close(self) -> None:
@@ -67,11 +75,13 @@ def dial_twiml(number: str) -> str:
 class TwilioTelephony:
     can_transfer = True
 
-    def __init__(self, account_sid: str, auth_token: str, api_base_url: str = "") -> None:
+    def __init__(self, account_sid: str, auth_token: str, api_base_url: str = "",
+                 sms_from: str = "") -> None:
         http = (_RebasedHttpClient(api_base_url, timeout=5) if api_base_url
                 else AsyncTwilioHttpClient(timeout=5))
         self._http = http
         self._client = Client(account_sid, auth_token, http_client=http)
+        self.sms_from = sms_from
 
     async def hang_up(self, call_sid: str) -> bool:
         try:
@@ -94,6 +104,18 @@ class TwilioTelephony:
             log.error("transfer of %s to %s failed: %s", call_sid, mask_phone(number), exc)
             return False
         log.info("call %s transferred to %s", call_sid, mask_phone(number))
+        return True
+
+    async def send_sms(self, to: str, body: str) -> bool:
+        if not self.sms_from:
+            log.warning("SMS to %s not sent: TWILIO_SMS_FROM is not set", mask_phone(to))
+            return False
+        try:
+            await self._client.messages.create_async(to=to, from_=self.sms_from, body=body)
+        except Exception as exc:
+            log.error("SMS to %s failed: %s", mask_phone(to), exc)
+            return False
+        log.info("SMS sent to %s", mask_phone(to))
         return True
 
     async def close(self) -> None:
