@@ -10,5 +10,5 @@ def mask_phone(number: str | None) -> str:
     digits = number.strip()
     if len(digits) <= 5:
         return "*" * len(digits)
-    keep_head = 2 if digits.startswith("+") else 1
+    keep_head = 2 if digits.startswith("+") else 0
     return digits[:keep_head] + "*" * (len(digits) - keep_head - 3) + digits[-3:]

@@ -76,9 +76,16 @@ class Settings(BaseSettings):
     mock_tts_delay_ms: float = 0.0
     mock_tts_chars_per_s: float = 15.0
 
+    # --- storage and the call log ------------------------------------------------------
+    database_url: str = "sqlite+aiosqlite:///data/zylin.db"
+    admin_token: str = ""               # call-log pages and API; empty = loopback clients only
+    call_sweep_grace_s: float = 120.0   # open calls older than MAX_CALL_S + 60 s + this are swept
+
     @field_validator("public_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _public_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError("PUBLIC_URL must be a full URL like https://abc.ngrok.app")
         return value.rstrip("/")
 
     @field_validator("mock_asr_script")
@@ -109,7 +116,7 @@ class Settings(BaseSettings):
     @property
     def media_stream_url(self) -> str:
         """The `wss://` URL named in the TwiML; Twilio signs the upgrade over exactly this."""
-        return f"wss://{self.public_host}/media-stream"
+        return f"wss://{self.public_host}{urlsplit(self.public_url).path}/media-stream"
 
     @property
     def signatures_enforced(self) -> bool:

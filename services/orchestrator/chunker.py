@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "st.", "e.g.", "i.e.", "vs.", "etc.", "a.m.", "p.m.")
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:mr|mrs|ms|dr|st|e\.g|i\.e|vs|a\.m|p\.m)\.$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:—]\s")
 
@@ -32,7 +32,7 @@ class SentenceChunker:
     def _cut(self) -> str | None:
         for match in _SENTENCE_END.finditer(self._buf):
             head = self._buf[: match.end()].strip()
-            if len(head) < self.min_chars or head.lower().endswith(_ABBREVIATIONS):
+            if len(head) < self.min_chars or _ABBREVIATION.search(head):
                 continue
             self._buf = self._buf[match.end():]
             return head

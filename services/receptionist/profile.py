@@ -73,6 +73,8 @@ class BusinessProfile:
 
     def hours_sentence(self) -> str:
         parts = [f"{DAY_NAMES[d]} {self.hours[d].spoken()}" for d in WEEKDAYS if d in self.hours]
+        if not parts:
+            return "We don't have regular opening hours at the moment."
         closed = [DAY_NAMES[d] for d in WEEKDAYS if d not in self.hours]
         text = "We're open " + ", ".join(parts) + "."
         if closed:
@@ -173,15 +175,16 @@ def parse_profile(data: dict) -> BusinessProfile:
     raw_booking = data.get("booking", {})
     if isinstance(raw_booking, dict):
         values = {}
-        for name, default in (("slot_step_min", 15), ("max_days_ahead", 60), ("min_notice_min", 60),
+        for rule, default in (("slot_step_min", 15), ("max_days_ahead", 60), ("min_notice_min", 60),
                               ("capacity", 1)):
             try:
-                values[name] = int(raw_booking.get(name, default))
+                values[rule] = int(raw_booking.get(rule, default))
             except (TypeError, ValueError):
-                errors.append(f"booking.{name}: must be a whole number")
-                values[name] = default
+                errors.append(f"booking.{rule}: must be a whole number")
+                values[rule] = default
         if values["slot_step_min"] <= 0 or 60 % values["slot_step_min"] and values["slot_step_min"] % 60:
             errors.append("booking.slot_step_min: must divide an hour (5, 10, 15, 20, 30) or be whole hours")
+            values["slot_step_min"] = 15
         if values["capacity"] < 1:
             errors.append("booking.capacity: at least 1")
         if values["max_days_ahead"] < 1 or values["min_notice_min"] < 0:
@@ -214,4 +217,6 @@ def load_profile(path: str | Path) -> BusinessProfile:
         data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ProfileError(f"BUSINESS_PROFILE: {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"BUSINESS_PROFILE: {path} must hold a table/object at the top level")
     return parse_profile(data)

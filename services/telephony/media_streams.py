@@ -216,15 +216,23 @@ class Outbound:
 
 def parse_outbound(text: str) -> Outbound:
     """Strict reading of a message Zylin sent, as Twilio would reject anything malformed."""
-    msg = json.loads(text)
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ProtocolError("outbound frame is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("outbound frame is not a JSON object")
     event = msg.get("event")
     sid = msg.get("streamSid")
     if not isinstance(sid, str) or not sid:
         raise ProtocolError(f"outbound {event!r} without streamSid")
-    if event == "media":
-        return Outbound("media", sid, payload=base64.b64decode(msg["media"]["payload"], validate=True))
-    if event == "mark":
-        return Outbound("mark", sid, name=msg["mark"]["name"])
+    try:
+        if event == "media":
+            return Outbound("media", sid, payload=base64.b64decode(msg["media"]["payload"], validate=True))
+        if event == "mark":
+            return Outbound("mark", sid, name=str(msg["mark"]["name"]))
+    except (KeyError, TypeError, binascii.Error):
+        raise ProtocolError(f"outbound {event!r} is malformed") from None
     if event == "clear":
         return Outbound("clear", sid)
     raise ProtocolError(f"Twilio does not accept outbound event {event!r}")
@@ -242,6 +250,7 @@ class StreamSender:
         self._close = close
         self.stream_sid = stream_sid
         self.closed = False
+        self._close_sent = False
         self._lock = asyncio.Lock()
 
     async def _send(self, text: str) -> bool:
@@ -266,9 +275,10 @@ class StreamSender:
 
     async def close(self) -> None:
         """End the stream from our side; with nothing after </Connect> Twilio hangs up."""
-        if self.closed:
-            return
         self.closed = True
+        if self._close_sent:
+            return
+        self._close_sent = True
         if self._close is not None:
             try:
                 await self._close()

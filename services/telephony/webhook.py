@@ -16,7 +16,7 @@ def stream_token(call_sid: str, secret: str) -> str:
 
 
 def stream_token_valid(call_sid: str, token: str, secret: str) -> bool:
-    return hmac.compare_digest(stream_token(call_sid, secret), token or "")
+    return hmac.compare_digest(stream_token(call_sid, secret).encode(), (token or "").encode())
 
 
 class SignatureCheck:

@@ -1,0 +1,166 @@
+"""The tables. Times are UTC datetimes (timezone-aware in Python, whatever the database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+    TypeDecorator, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CALL_STATUSES = ("in-progress", "completed", "abnormal")
+OUTCOMES = ("booked", "message", "transferred", "hung_up", "error", "none")
+BOOKING_STATUSES = ("booked", "moved", "cancelled")  # booked and moved hold their slot
+ACTIVE_BOOKING = ("booked", "moved")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out; naive datetimes are refused (their zone is a guess)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    stream_sid: Mapped[str | None] = mapped_column(String(64))
+    from_number: Mapped[str] = mapped_column(String(32), default="")
+    to_number: Mapped[str] = mapped_column(String(32), default="")
+    mode: Mapped[str] = mapped_column(String(16), default="stream")          # stream | legacy
+    started_at: Mapped[datetime] = mapped_column(index=True)                 # the webhook
+    stream_started_at: Mapped[datetime | None]                               # the `start` event
+    ended_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="in-progress", index=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    greeting_ms: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str | None] = mapped_column(String(120))
+    twilio_status: Mapped[str | None] = mapped_column(String(24))             # status callback
+    duration_s: Mapped[int | None] = mapped_column(Integer)                   # Twilio's CallDuration
+
+    turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.idx",
+                                             cascade="all, delete-orphan", passive_deletes=True)
+    events: Mapped[list[Event]] = relationship(back_populates="call", order_by="Event.id",
+                                               cascade="all, delete-orphan", passive_deletes=True)
+
+    __table_args__ = (Index("ix_calls_from_number", "from_number"),)
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    speaker: Mapped[str] = mapped_column(String(8))           # caller | zylin
+    text: Mapped[str] = mapped_column(Text, default="")
+    heard_text: Mapped[str | None] = mapped_column(Text)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime]
+    # DESIGN.md §5, on caller turns (the latency of the reply to them)
+    speech_end_at: Mapped[datetime | None]
+    asr_ms: Mapped[float | None] = mapped_column(Float)
+    llm_ttft_ms: Mapped[float | None] = mapped_column(Float)
+    tool_ms: Mapped[float | None] = mapped_column(Float)
+    tts_ttfb_ms: Mapped[float | None] = mapped_column(Float)
+    first_audio_ms: Mapped[float | None] = mapped_column(Float)
+    heard_ms: Mapped[float | None] = mapped_column(Float)
+    overhead_ms: Mapped[float | None] = mapped_column(Float)
+
+    call: Mapped[Call] = relationship(back_populates="turns")
+
+    __table_args__ = (UniqueConstraint("call_id", "idx"),)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime]
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+class OwnerMessage(Base):
+    """A message taken for the owner."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    phone: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str] = mapped_column(Text)
+    urgency: Mapped[str] = mapped_column(String(16), default="normal")   # low | normal | urgent
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    sms_status: Mapped[str] = mapped_column(String(24), default="pending")  # pending | sent | failed | off
+
+
+class Booking(Base):
+    __tablename__ = "bookings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)      # the confirmation code
+    service: Mapped[str] = mapped_column(String(120))
+    start_utc: Mapped[datetime] = mapped_column(index=True)
+    end_utc: Mapped[datetime]
+    customer_name: Mapped[str] = mapped_column(String(120), default="")
+    customer_phone: Mapped[str] = mapped_column(String(32), default="", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="booked")
+    lane: Mapped[int | None] = mapped_column(Integer)                # which parallel lane it holds
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    claims: Mapped[list[BookingClaim]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class BookingClaim(Base):
+    """One slot-step cell of one lane held by a booking: the UNIQUE constraint is the
+    double-booking guarantee, across transactions, processes and servers."""
+
+    __tablename__ = "booking_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id", ondelete="CASCADE"), index=True)
+    start_utc: Mapped[datetime]
+    lane: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("start_utc", "lane"),)
