@@ -17,7 +17,7 @@ def build_recognizer(settings: Settings, profile: BusinessProfile,
     name = settings.provider("asr")
     if name == "deepgram":
         from services.asr.deepgram import DeepgramRecognizer
-        return DeepgramRecognizer(settings, profile)
+        return DeepgramRecognizer(settings, profile, call_sid=call_params.get("callSid", ""))
     from services.asr.mock import MockRecognizer, script_for_call
     return MockRecognizer(
         script=script_for_call(call_params, settings.mock_script_lines),

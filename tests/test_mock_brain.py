@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.llm.mock import MockBrain
 from services.receptionist.profile import parse_profile
-from services.receptionist.tools import TOOLS
+from services.receptionist.tools import tool_specs
 
 PROFILE = parse_profile({
     "name": "Bright Smile Dental",
@@ -25,7 +27,10 @@ PROFILE = parse_profile({
     ],
     "faq": {"parking": "There is free parking behind the building."},
 })
-ALL_TOOLS = [spec for spec, _ in TOOLS.values()]
+BOOKING_TOOLS = ("check_availability", "book_appointment", "find_bookings", "reschedule_appointment",
+                 "cancel_appointment")
+# The tool layer's specs for this profile.
+ALL_TOOLS = list(tool_specs(PROFILE).values())
 NO_TOOLS: list[ToolSpec] = []
 
 
@@ -175,3 +180,326 @@ async def test_first_output_waits_for_the_first_token_latency() -> None:
     assert isinstance(first, TextDelta)
     await stream.aclose()
     await brain.close()
+
+
+# --- booking, moving and cancelling: the test plays the tool layer ---------------------------------
+
+SUNDAY = datetime(2026, 11, 22, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # tomorrow is Monday the 23rd
+
+
+class Call:
+    """One call through one brain: the caller speaks, the test answers its tool calls."""
+
+    def __init__(self, tools: list[ToolSpec] = ALL_TOOLS) -> None:
+        self.brain = MockBrain(PROFILE, clock=lambda: SUNDAY)
+        self.tools = tools
+        self.history = [Message("system", "You are Zylin."), Message("assistant", PROFILE.greeting)]
+        self.pending: ToolCall | None = None
+
+    async def says(self, text: str) -> tuple[str, ToolCall | None]:
+        assert self.pending is None, "the brain is waiting for a tool result"
+        self.history.append(Message("user", text))
+        return await self._turn()
+
+    async def tool_returns(self, **data) -> tuple[str, ToolCall | None]:
+        call, self.pending = self.pending, None
+        assert call is not None, "the brain called no tool"
+        self.history.append(Message("tool", json.dumps(data), tool_call_id=call.id, name=call.name))
+        return await self._turn()
+
+    async def _turn(self) -> tuple[str, ToolCall | None]:
+        _, text, calls = await turn(self.brain, self.history, self.tools)
+        assert len(calls) <= 1
+        self.history.append(Message("assistant", text, tool_calls=calls))
+        self.pending = calls[0] if calls else None
+        return text, self.pending
+
+
+def args(call: ToolCall | None) -> tuple[str, dict]:
+    assert call is not None
+    return call.name, call.arguments
+
+
+FREE_AT_3 = {"ok": True, "service": "Cleaning", "date": "2026-11-23", "requested": "2026-11-23T15:00",
+             "requested_free": True, "slots": ["2026-11-23T15:00"], "alternatives": [], "spoken": ""}
+BOOKED = {"ok": True, "code": "ABC123", "start": "2026-11-23T15:00",
+          "spoken_start": "Monday, November 23 at 3 pm", "service": "Cleaning"}
+ONE_BOOKING = {"ok": True, "bookings": [
+    {"code": "ABC123", "service": "Cleaning", "start": "2026-11-23T15:00",
+     "spoken_start": "Monday, November 23 at 3 pm"}]}
+
+
+@pytest.mark.asyncio
+async def test_a_caller_books_a_cleaning_tomorrow_at_3_and_hears_the_code() -> None:
+    call = Call()
+    text, tool = await call.says("Hi, I'd like a cleaning tomorrow at 3")
+    assert text == "Let me check."
+    assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-23", "time": "15:00"})
+
+    text, tool = await call.tool_returns(**FREE_AT_3)
+    assert text == "Good news, Monday, November 23 at 3 pm is free. May I have your name, please?"
+    assert tool is None
+
+    text, tool = await call.says("My name is Ann Lee")
+    assert text == ("That's a Cleaning on Monday, November 23 at 3 pm for Ann Lee, and I'll use the number "
+                    "you're calling from. Shall I book it?")
+    assert tool is None
+
+    text, tool = await call.says("Yes please")
+    assert args(tool) == ("book_appointment", {"service": "Cleaning", "start": "2026-11-23T15:00",
+                                               "customer_name": "Ann Lee", "customer_phone": ""})
+
+    text, tool = await call.tool_returns(**BOOKED)
+    assert text == ("You're all set: a Cleaning on Monday, November 23 at 3 pm. Your confirmation code is "
+                    "A B C 1 2 3. Is there anything else I can help with?")
+    assert tool is None
+
+    text, tool = await call.says("No, thank you")
+    assert text == "Thanks for calling Bright Smile Dental. Goodbye!"
+    assert args(tool)[0] == "end_call"
+
+
+@pytest.mark.asyncio
+async def test_a_booking_is_put_together_one_question_at_a_time() -> None:
+    call = Call()
+    text, _ = await call.says("I'd like to make an appointment")
+    assert "Which service" in text
+    text, _ = await call.says("A consultation, please")
+    assert text == "What day would suit you?"
+    text, tool = await call.says("Friday morning")
+    assert args(tool) == ("check_availability",
+                          {"service": "Consultation", "date": "2026-11-27", "part_of_day": "morning"})
+    slots = [f"2026-11-27T{t}" for t in ("09:00", "09:30", "10:00", "10:30", "11:00", "11:30")]
+    text, tool = await call.tool_returns(ok=True, service="Consultation", date="2026-11-27", requested=None,
+                                         requested_free=None, slots=slots, alternatives=[], spoken="")
+    assert text == "On Friday, November 27 I could do 9 am, 10:30 am or 11:30 am. Would one of those work?"
+    text, _ = await call.says("The second one")
+    assert text == "May I have your name, please?"
+    text, _ = await call.says("Bob")
+    assert text.startswith("That's a Consultation on Friday, November 27 at 10:30 am for Bob,")
+    _, tool = await call.says("Sure, that works")
+    assert args(tool)[1]["start"] == "2026-11-27T10:30"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pick, start", [
+    ("the first one", "2026-11-27T09:00"), ("10:15 please", "2026-11-27T10:15"),
+    ("the last one", "2026-11-27T11:00"), ("how about 4 instead?", None),
+])
+async def test_a_taken_time_gets_alternatives_and_the_caller_picks_one(pick: str, start: str | None) -> None:
+    call = Call()
+    await call.says("This is Ann. Can I book a whitening on Friday at 10?")
+    text, _ = await call.tool_returns(
+        ok=True, service="Whitening", date="2026-11-27", requested="2026-11-27T10:00", requested_free=False,
+        slots=[], alternatives=["2026-11-27T10:15", "2026-11-27T09:00", "2026-11-27T11:00"], spoken="")
+    assert text == ("I'm sorry, Friday, November 27 at 10 am is taken. On Friday, November 27 I could do "
+                    "9 am, 10:15 am or 11 am. Would one of those work?")
+    text, tool = await call.says(pick)
+    if start is None:  # not one of the offers: check the new wish
+        assert args(tool) == ("check_availability", {"service": "Whitening", "date": "2026-11-27", "time": "16:00"})
+        return
+    assert tool is None and text.startswith("That's a Whitening on ") and "for Ann," in text
+    _, tool = await call.says("yeah")
+    assert args(tool) == ("book_appointment", {"service": "Whitening", "start": start,
+                                               "customer_name": "Ann", "customer_phone": ""})
+
+
+@pytest.mark.asyncio
+async def test_a_refused_booking_offers_the_alternatives_the_tool_returned() -> None:
+    call = Call()
+    await call.says("my name is Ann Lee and I'd like a cleaning tomorrow at 3")
+    await call.tool_returns(**FREE_AT_3)
+    _, tool = await call.says("correct")
+    assert args(tool)[0] == "book_appointment"
+    text, tool = await call.tool_returns(ok=False, reason="that time was just taken",
+                                         alternatives=["2026-11-23T15:15", "2026-11-24T09:00"])
+    assert text == ("I'm sorry, that time was just taken. I could do Monday, November 23 at 3:15 pm or "
+                    "Tuesday, November 24 at 9 am. Would one of those work?")
+    assert tool is None
+    text, _ = await call.says("3:15")
+    assert text.startswith("That's a Cleaning on Monday, November 23 at 3:15 pm for Ann Lee")
+    _, tool = await call.says("yes")
+    assert args(tool)[1]["start"] == "2026-11-23T15:15"
+
+
+@pytest.mark.asyncio
+async def test_saying_no_at_the_read_back_asks_again_and_a_change_is_checked_again() -> None:
+    call = Call()
+    await call.says("It's Ann, a cleaning tomorrow at 3 please")
+    text, _ = await call.tool_returns(**FREE_AT_3)
+    assert "for Ann," in text and text.endswith("Shall I book it?")
+    text, tool = await call.says("No, another time")
+    assert (text, tool) == ("No problem. What day or time would suit you better?", None)
+    text, tool = await call.says("Friday at 11")
+    assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "11:00"})
+    await call.tool_returns(**{**FREE_AT_3, "requested": "2026-11-27T11:00"})
+    _, tool = await call.says("actually make it half past two")  # a change at the read-back
+    assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "14:30"})
+
+
+@pytest.mark.asyncio
+async def test_the_caller_s_number_is_confirmed_not_asked_and_can_be_changed() -> None:
+    call = Call()
+    await call.says("I'd like a cleaning tomorrow at 3, my name is Ann")
+    text, _ = await call.tool_returns(**FREE_AT_3)
+    assert "I'll use the number you're calling from" in text
+    text, tool = await call.says("Could you use a different number?")
+    assert (text, tool) == ("Of course. What number should I use?", None)
+    text, _ = await call.says("555 123 4567")
+    assert "the number ending in 567" in text
+    _, tool = await call.says("yes")
+    assert args(tool)[1]["customer_phone"] == "5551234567"
+
+
+@pytest.mark.asyncio
+async def test_a_question_in_the_middle_of_a_booking_is_answered_and_the_question_asked_again() -> None:
+    call = Call()
+    await call.says("a cleaning tomorrow at 3")
+    await call.tool_returns(**FREE_AT_3)
+    text, tool = await call.says("Is there parking?")
+    assert text == "There is free parking behind the building. May I have your name, please?"
+    text, _ = await call.says("Ann")
+    assert text.startswith("That's a Cleaning") and "for Ann," in text
+    text, _ = await call.says("hmm")
+    assert text.startswith("Sorry, I didn't catch that. That's a Cleaning")
+    text, tool = await call.says("Actually, cancel that")
+    assert (text, tool) == ("No problem, I won't book anything. Is there anything else I can help with?", None)
+
+
+@pytest.mark.asyncio
+async def test_a_closed_day_is_explained_with_the_tool_s_alternatives() -> None:
+    call = Call()
+    await call.says("Can I get a cleaning on Wednesday in the afternoon?")
+    text, _ = await call.tool_returns(ok=False, reason="we're closed on Wednesdays",
+                                      alternatives=["2026-11-27T13:00", "2026-11-30T14:00"])
+    assert text == ("I'm sorry, we're closed on Wednesdays. I could do Friday, November 27 at 1 pm or "
+                    "Monday, November 30 at 2 pm. Would one of those work?")
+    text, _ = await call.says("Monday")
+    assert text == "May I have your name, please?"
+
+
+@pytest.mark.asyncio
+async def test_cancelling_finds_the_booking_confirms_and_cancels_it() -> None:
+    call = Call()
+    text, tool = await call.says("I need to cancel my appointment")
+    assert args(tool) == ("find_bookings", {"customer_phone": ""})
+    text, tool = await call.tool_returns(**ONE_BOOKING)
+    assert (text, tool) == ("Shall I cancel your Cleaning on Monday, November 23 at 3 pm?", None)
+    text, tool = await call.says("Yes, please cancel it")
+    assert args(tool) == ("cancel_appointment", {"code": "ABC123"})
+    text, tool = await call.tool_returns(ok=True, code="ABC123", spoken_start="Monday, November 23 at 3 pm")
+    assert text == ("Done. Your appointment on Monday, November 23 at 3 pm is cancelled. "
+                    "Is there anything else I can help with?")
+
+
+@pytest.mark.asyncio
+async def test_a_caller_who_changes_their_mind_keeps_the_appointment() -> None:
+    call = Call()
+    await call.says("I can't make it, please cancel")
+    await call.tool_returns(**ONE_BOOKING)
+    text, tool = await call.says("Hmm, no")
+    assert (text, tool) == ("All right, I'll leave your appointment as it is. "
+                            "Is there anything else I can help with?", None)
+
+
+@pytest.mark.asyncio
+async def test_with_several_bookings_the_caller_says_which_one() -> None:
+    call = Call()
+    await call.says("cancel my booking")
+    text, _ = await call.tool_returns(ok=True, bookings=[
+        ONE_BOOKING["bookings"][0],
+        {"code": "XYZ789", "service": "Whitening", "start": "2026-11-27T10:00",
+         "spoken_start": "Friday, November 27 at 10 am"}])
+    assert text == ("I see 2 appointments: a Cleaning on Monday, November 23 at 3 pm and a Whitening on "
+                    "Friday, November 27 at 10 am. Which one would you like to cancel?")
+    text, _ = await call.says("the whitening")
+    assert text == "Shall I cancel your Whitening on Friday, November 27 at 10 am?"
+    _, tool = await call.says("yes")
+    assert args(tool) == ("cancel_appointment", {"code": "XYZ789"})
+
+
+@pytest.mark.asyncio
+async def test_no_booking_found_is_said_plainly() -> None:
+    call = Call()
+    await call.says("I want to cancel my appointment")
+    text, tool = await call.tool_returns(ok=True, bookings=[])
+    assert text.startswith("I couldn't find any upcoming appointments for the number you're calling from.")
+    assert tool is None
+
+
+@pytest.mark.asyncio
+async def test_moving_an_appointment_checks_the_new_time_and_reschedules_after_a_yes() -> None:
+    call = Call()
+    text, tool = await call.says("Can I move my appointment to Friday at 10?")
+    assert args(tool) == ("find_bookings", {"customer_phone": ""})
+    text, tool = await call.tool_returns(**ONE_BOOKING)
+    assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "10:00"})
+    text, tool = await call.tool_returns(**{**FREE_AT_3, "requested": "2026-11-27T10:00"})
+    assert text == ("I'll move your Cleaning from Monday, November 23 at 3 pm to Friday, November 27 at 10 am. "
+                    "Shall I go ahead?")
+    text, tool = await call.says("That works")
+    assert args(tool) == ("reschedule_appointment", {"new_start": "2026-11-27T10:00", "code": "ABC123"})
+    text, tool = await call.tool_returns(ok=True, code="ABC123", start="2026-11-27T10:00",
+                                         spoken_start="Friday, November 27 at 10 am")
+    assert text == ("Done. Your appointment is now on Friday, November 27 at 10 am. Your confirmation code "
+                    "is A B C 1 2 3. Is there anything else I can help with?")
+
+
+@pytest.mark.asyncio
+async def test_a_reschedule_without_a_day_asks_for_one() -> None:
+    call = Call()
+    await call.says("I need to reschedule")
+    text, tool = await call.tool_returns(**ONE_BOOKING)
+    assert (text, tool) == ("What day would you like to move it to?", None)
+    _, tool = await call.says("next Friday at half past two")
+    assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "14:30"})
+
+
+@pytest.mark.asyncio
+async def test_without_the_booking_tools_the_brain_offers_a_message_instead() -> None:
+    call = Call(tools=[t for t in ALL_TOOLS if t.name not in BOOKING_TOOLS])
+    text, tool = await call.says("I'd like a cleaning tomorrow at 3")
+    assert tool is None
+    assert text.endswith("I can take a message for the team. What would you like me to pass on?")
+    _, tool = await call.says("Please book me a cleaning tomorrow")
+    assert args(tool)[0] == "take_message"
+
+
+@pytest.mark.asyncio
+async def test_the_call_so_far_is_read_from_the_history_so_a_new_brain_carries_on() -> None:
+    call = Call()
+    await call.says("I'd like a cleaning tomorrow at 3")
+    await call.tool_returns(**FREE_AT_3)
+    await call.says("my name is Ann Lee")
+    call.brain = MockBrain(PROFILE, clock=lambda: SUNDAY)  # e.g. after a barge-in cut a reply
+    _, tool = await call.says("yes")
+    assert args(tool)[0] == "book_appointment"
+
+
+@pytest.mark.asyncio
+async def test_a_check_cut_off_by_a_barge_in_is_made_again() -> None:
+    call = Call()
+    _, first = await call.says("a cleaning tomorrow at 3")
+    call.pending, call.history[-1].tool_calls = None, []  # the orchestrator drops an unanswered call
+    text, tool = await call.says("sorry, go on")
+    assert args(tool) == args(first) and text == "Let me check."
+
+
+@pytest.mark.asyncio
+async def test_the_new_day_of_a_move_is_the_one_after_to() -> None:
+    call = Call()
+    await call.says("I have an appointment on Monday, can I push it to Tuesday morning?")
+    _, tool = await call.tool_returns(**ONE_BOOKING)
+    assert args(tool) == ("check_availability",
+                          {"service": "Cleaning", "date": "2026-11-24", "part_of_day": "morning"})
+
+
+@pytest.mark.asyncio
+async def test_a_corrected_name_is_read_back_again() -> None:
+    call = Call()
+    await call.says("a cleaning tomorrow at 3")
+    await call.tool_returns(**FREE_AT_3)
+    text, _ = await call.says("Lee")
+    assert "for Lee," in text
+    text, tool = await call.says("Sorry, my name is actually Ann Lee")
+    assert "for Ann Lee," in text and text.endswith("Shall I book it?") and tool is None

@@ -157,13 +157,12 @@ async def test_a_tool_that_raises_yields_a_failed_result_and_the_call_goes_on(
         attempts.append(args)
         raise RuntimeError("database is down")
 
-    spec = ToolSpec("broken", "always fails", {"type": "object", "properties": {}})
-    monkeypatch.setitem(tools.TOOLS, "broken", (spec, broken))
+    monkeypatch.setitem(tools.HANDLERS, "end_call", broken)
     box = Toolbox(context())
-    result = await box.run(call("broken"))
+    result = await box.run(call("end_call"))
     assert result.data["ok"] is False
     assert result.action is None
-    await box.run(call("broken"))
+    await box.run(call("end_call"))
     assert len(attempts) == 2  # a failure is not remembered as the answer
 
 

@@ -91,7 +91,8 @@ def test_pieces_are_never_empty_and_add_up_to_the_input(text: str) -> None:
 
 def full_turn() -> TurnLatency:
     return TurnLatency(speech_end=100.000, transcript_at=100.250, llm_request_at=100.260,
-                       llm_first_at=100.660, tool_s=0.120, tts_request_at=100.800,
+                       llm_first_at=100.660, tool_s=0.120, tool_before_audio_s=0.120,
+                       tts_request_at=100.800,
                        tts_first_at=100.950, first_audio_at=100.990, heard_at=101.300)
 
 
@@ -103,6 +104,15 @@ def test_each_stage_gets_its_own_duration() -> None:
     assert t.tts_ttfb_ms == pytest.approx(150.0)
     assert t.first_audio_ms == pytest.approx(990.0)
     assert t.heard_ms == pytest.approx(1300.0)
+
+
+def test_a_tool_that_runs_while_earlier_words_play_is_not_counted_against_overhead() -> None:
+    t = TurnLatency(speech_end=10.0, transcript_at=10.2, llm_request_at=10.2, llm_first_at=10.3,
+                    tts_request_at=10.3, tts_first_at=10.35, first_audio_at=10.36)
+    t.add_tool_run(10.34, 10.50)   # "Let me check." is already playing for most of the lookup
+    assert t.tool_ms == pytest.approx(160.0)
+    assert t.tool_before_audio_s == pytest.approx(0.02)
+    assert t.overhead_ms == pytest.approx(360.0 - 200.0 - 100.0 - 20.0 - 50.0)
 
 
 def test_overhead_is_end_to_end_minus_the_providers_and_tools() -> None:

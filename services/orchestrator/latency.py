@@ -19,6 +19,7 @@ class TurnLatency:
     llm_request_at: float | None = None
     llm_first_at: float | None = None      # first text delta or tool call
     tool_s: float = 0.0
+    tool_before_audio_s: float = 0.0      # the part of tool_s the caller waited through in silence
     tts_request_at: float | None = None    # first sentence handed to TTS
     tts_first_at: float | None = None      # its first audio bytes
     first_audio_at: float | None = None    # first outbound media frame sent
@@ -54,8 +55,14 @@ class TurnLatency:
         total = self.first_audio_ms
         if total is None:
             return None
-        parts = (self.asr_ms or 0.0) + (self.llm_ttft_ms or 0.0) + self.tool_ms + (self.tts_ttfb_ms or 0.0)
+        waited_tools = self.tool_before_audio_s * 1000.0  # tools that ran while speech played cost nothing
+        parts = (self.asr_ms or 0.0) + (self.llm_ttft_ms or 0.0) + waited_tools + (self.tts_ttfb_ms or 0.0)
         return round(total - parts, 1)
+
+    def add_tool_run(self, started: float, ended: float) -> None:
+        self.tool_s += ended - started
+        heard_from = self.first_audio_at if self.first_audio_at is not None else ended
+        self.tool_before_audio_s += max(0.0, min(ended, heard_from) - started)
 
     def as_dict(self) -> dict[str, float | None]:
         return {"asr_ms": self.asr_ms, "llm_ttft_ms": self.llm_ttft_ms, "tool_ms": self.tool_ms,

@@ -297,6 +297,8 @@ class CallSession:
             try:
                 await self._think(reply)
             except BrainError as exc:
+                if reply.latency.llm_first_at is None:  # the brain's time ran out: it is its share
+                    reply.latency.llm_first_at = time.monotonic()
                 log.warning("brain failed on %s: %s", self.info.call_sid, exc)
                 self._event("provider_error", provider="llm", error=str(exc))
                 self._speak_fallback(reply)
@@ -339,7 +341,7 @@ class CallSession:
             for call in calls:
                 started = time.monotonic()
                 result = await self.toolbox.run(call)
-                latency.tool_s += time.monotonic() - started
+                latency.add_tool_run(started, time.monotonic())
                 self._event("tool", name=call.name, arguments=call.arguments, result=result.data)
                 reply.messages.append(Message("tool", json.dumps(result.data), tool_call_id=call.id,
                                               name=call.name))

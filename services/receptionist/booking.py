@@ -1,0 +1,258 @@
+"""The booking tools: check availability, book, find, move and cancel appointments.
+
+Every promise made on the phone must be true in the database: the business rules are checked
+here (availability.py), and the database makes the final call on a contested slot (SlotTaken).
+Arguments and results use the business's local time as ISO strings without an offset.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from services.privacy import mask_phone
+from services.receptionist.availability import (
+    Interval, Slot, free_slots, local_datetime, nearest_free, refusal, spoken_datetime, spoken_time,
+)
+from services.receptionist.profile import Service
+from services.storage.bookings import BookingNotFound, SlotTaken
+
+if TYPE_CHECKING:
+    from services.receptionist.tools import CallContext, ToolResult
+    from services.storage.records import BookingRecord
+
+log = logging.getLogger("zylin.booking")
+
+PARTS_OF_DAY = {"morning": (0, 12), "afternoon": (12, 17), "evening": (17, 24)}
+SEARCH_DAYS = 14
+MAX_SLOTS = 6
+
+
+def _result(data: dict[str, Any]) -> ToolResult:
+    from services.receptionist.tools import ToolResult
+    return ToolResult(data)
+
+
+def _refuse(reason: str, **extra: Any) -> ToolResult:
+    return _result({"ok": False, "reason": reason, **extra})
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M")
+
+
+def _service(ctx: CallContext, name: str) -> Service | None:
+    wanted = name.strip().lower()
+    return next((s for s in ctx.profile.services if s.name.lower() == wanted), None) or \
+        ctx.profile.find_service(name)
+
+
+def _local(ctx: CallContext, text: str) -> datetime | None:
+    """'2026-11-24T15:00' (business local time) -> aware datetime, None if unreadable."""
+    try:
+        naive = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        return None
+    if naive.tzinfo is not None:
+        return naive.astimezone(ctx.profile.tz)
+    return local_datetime(ctx.profile, naive.date(), naive.hour, naive.minute)
+
+
+async def _busy(ctx: CallContext, start: date, days: int, ignore_code: str = "") -> list[Interval]:
+    tz = ctx.profile.tz
+    since = datetime(start.year, start.month, start.day, tzinfo=tz).astimezone(UTC)
+    until = since + timedelta(days=days + 1)
+    bookings = await ctx.storage.bookings.bookings_overlapping(since, until)
+    return [(b.start_utc, b.end_utc) for b in bookings if b.code != ignore_code]
+
+
+def _spoken_list(slots: list[Slot]) -> str:
+    if not slots:
+        return ""
+    days = {s.start.date() for s in slots}
+    if len(days) == 1:
+        times = [spoken_time(s.start) for s in slots]
+        head = f"{slots[0].start:%A, %B} {slots[0].start.day}"
+        return f"{head}: " + (", ".join(times[:-1]) + " or " + times[-1] if len(times) > 1 else times[0])
+    return "; ".join(spoken_datetime(s.start) for s in slots)
+
+
+async def _alternatives(ctx: CallContext, service: Service, wanted: datetime,
+                        ignore_code: str = "") -> list[Slot]:
+    busy = await _busy(ctx, wanted.date() - timedelta(days=SEARCH_DAYS), 2 * SEARCH_DAYS, ignore_code)
+    return nearest_free(ctx.profile, service, wanted, busy, ctx.now(), count=3, max_days=SEARCH_DAYS)
+
+
+async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+    service = _service(ctx, str(args.get("service", "")))
+    if service is None:
+        return _refuse("we don't offer that service", services=[s.name for s in ctx.profile.services])
+    try:
+        day = date.fromisoformat(str(args.get("date", "")))
+    except ValueError:
+        return _refuse("I need the day as a date")
+    now = ctx.now()
+    busy = await _busy(ctx, day, 1)
+    requested = None
+    requested_free = None
+    if args.get("time"):
+        requested = _local(ctx, f"{day.isoformat()}T{args['time']}")
+        if requested is None:
+            return _refuse("that time doesn't exist on that day (the clocks change)")
+        requested_free = refusal(ctx.profile, service, requested, busy, now) is None
+    slots = free_slots(ctx.profile, service, day, busy, now)
+    part = PARTS_OF_DAY.get(str(args.get("part_of_day", "")).lower())
+    if part:
+        slots = [s for s in slots if part[0] <= s.start.hour < part[1]]
+    alternatives: list[Slot] = []
+    if requested is not None and not requested_free:
+        alternatives = await _alternatives(ctx, service, requested)
+    elif not slots:
+        opening = ctx.profile.open_span(day)
+        anchor = local_datetime(ctx.profile, day, (opening.opens.hour if opening else 9), 0) or \
+            datetime(day.year, day.month, day.day, 9, tzinfo=ctx.profile.tz)
+        alternatives = await _alternatives(ctx, service, anchor)
+    shown = _spread(slots, MAX_SLOTS)
+    if requested is not None and requested_free:
+        spoken = f"{spoken_datetime(requested)} is free for a {service.name.lower()}."
+    elif requested is not None:
+        why = refusal(ctx.profile, service, requested, busy, now)
+        spoken = f"{spoken_datetime(requested)} isn't possible: {why}."
+    elif shown:
+        spoken = f"Free for a {service.name.lower()} on {_spoken_list(shown)}."
+    else:
+        spoken = f"Nothing is free for a {service.name.lower()} on {day:%A, %B} {day.day}."
+    if alternatives:
+        spoken += f" The nearest free times are {_spoken_list(alternatives)}."
+    return _result({
+        "ok": True, "service": service.name, "duration_min": service.duration_min,
+        "date": day.isoformat(), "requested": _iso(requested) if requested else None,
+        "requested_free": requested_free, "slots": [_iso(s.start) for s in shown],
+        "alternatives": [_iso(s.start) for s in alternatives], "spoken": spoken,
+    })
+
+
+def _spread(slots: list[Slot], count: int) -> list[Slot]:
+    """A few slots across the day rather than the first few minutes of it."""
+    if len(slots) <= count:
+        return slots
+    step = (len(slots) - 1) / (count - 1)
+    return [slots[round(i * step)] for i in range(count)]
+
+
+def _booking_json(booking: BookingRecord, ctx: CallContext) -> dict[str, Any]:
+    start = booking.start_utc.astimezone(ctx.profile.tz)
+    return {"code": booking.code, "service": booking.service, "start": _iso(start),
+            "spoken_start": spoken_datetime(start), "customer_name": booking.customer_name}
+
+
+async def _confirm_by_sms(ctx: CallContext, phone: str, text: str) -> None:
+    if not ctx.sms_confirmations or not phone:
+        return
+
+    async def send() -> None:
+        if not await ctx.telephony.send_sms(phone, text):
+            log.warning("confirmation SMS to %s was not sent", mask_phone(phone))
+
+    ctx.background(send())
+
+
+async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+    service = _service(ctx, str(args.get("service", "")))
+    if service is None:
+        return _refuse("we don't offer that service", services=[s.name for s in ctx.profile.services])
+    start = _local(ctx, str(args.get("start", "")))
+    if start is None:
+        return _refuse("I need the start as a date and time")
+    name = str(args.get("customer_name", "")).strip()
+    if not name:
+        return _refuse("I need the caller's name for the booking")
+    phone = str(args.get("customer_phone") or ctx.caller_phone).strip()
+    if not phone:
+        return _refuse("I need a phone number for the booking")
+    busy = await _busy(ctx, start.date(), 1)
+    why = refusal(ctx.profile, service, start, busy, ctx.now())
+    if why is not None:
+        alternatives = await _alternatives(ctx, service, start)
+        return _refuse(why, alternatives=[_iso(s.start) for s in alternatives])
+    end = start.astimezone(UTC) + timedelta(minutes=service.duration_min)
+    try:
+        booking = await ctx.storage.bookings.create_booking(
+            service=service.name, start_utc=start.astimezone(UTC), end_utc=end, customer_name=name,
+            customer_phone=phone, step_minutes=ctx.profile.booking.slot_step_min,
+            lanes=ctx.profile.booking.capacity, call_sid=ctx.call_sid)
+    except SlotTaken:
+        alternatives = await _alternatives(ctx, service, start)
+        return _refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
+    data = _booking_json(booking, ctx)
+    log.info("booked %s %s on %s for %s", booking.code, service.name, data["start"], mask_phone(phone))
+    await _confirm_by_sms(ctx, phone, f"{ctx.profile.name}: your {service.name.lower()} is booked for "
+                                      f"{data['spoken_start']}. Confirmation code {booking.code}.")
+    return _result({"ok": True, **data})
+
+
+async def find_bookings(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+    phone = str(args.get("customer_phone") or ctx.caller_phone)
+    bookings = await ctx.storage.bookings.find_bookings(phone, since=datetime.now(UTC))
+    return _result({"ok": True, "bookings": [_booking_json(b, ctx) for b in bookings]})
+
+
+async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord | str:
+    """The booking a move or cancel is about: by code, else the caller's only upcoming one."""
+    code = str(args.get("code", "")).strip()
+    if code:
+        booking = await ctx.storage.bookings.get_booking(code)
+        if booking is None or not booking.active:
+            return "I couldn't find an appointment with that code"
+        return booking
+    phone = str(args.get("customer_phone") or ctx.caller_phone)
+    bookings = await ctx.storage.bookings.find_bookings(phone, since=datetime.now(UTC))
+    if not bookings:
+        return "I couldn't find an upcoming appointment for that number"
+    if len(bookings) > 1:
+        return "there are several appointments for that number; ask which one (by its code)"
+    return bookings[0]
+
+
+async def reschedule_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+    found = await _one_booking(ctx, args)
+    if isinstance(found, str):
+        return _refuse(found)
+    service = _service(ctx, found.service)
+    start = _local(ctx, str(args.get("new_start", "")))
+    if service is None or start is None:
+        return _refuse("I need the new date and time")
+    busy = await _busy(ctx, start.date(), 1, ignore_code=found.code)
+    why = refusal(ctx.profile, service, start, busy, ctx.now())
+    if why is not None:
+        alternatives = await _alternatives(ctx, service, start, ignore_code=found.code)
+        return _refuse(why, alternatives=[_iso(s.start) for s in alternatives])
+    end = start.astimezone(UTC) + timedelta(minutes=service.duration_min)
+    try:
+        moved = await ctx.storage.bookings.move_booking(
+            found.code, start_utc=start.astimezone(UTC), end_utc=end,
+            step_minutes=ctx.profile.booking.slot_step_min, lanes=ctx.profile.booking.capacity)
+    except SlotTaken:
+        alternatives = await _alternatives(ctx, service, start, ignore_code=found.code)
+        return _refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
+    except BookingNotFound:
+        return _refuse("that appointment no longer exists")
+    data = _booking_json(moved, ctx)
+    await _confirm_by_sms(ctx, moved.customer_phone, f"{ctx.profile.name}: your {moved.service.lower()} "
+                          f"is moved to {data['spoken_start']}. Code {moved.code}.")
+    return _result({"ok": True, **data})
+
+
+async def cancel_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+    found = await _one_booking(ctx, args)
+    if isinstance(found, str):
+        return _refuse(found)
+    try:
+        cancelled = await ctx.storage.bookings.cancel_booking(found.code)
+    except BookingNotFound:
+        return _refuse("that appointment is already cancelled")
+    data = _booking_json(cancelled, ctx)
+    await _confirm_by_sms(ctx, cancelled.customer_phone, f"{ctx.profile.name}: your "
+                          f"{cancelled.service.lower()} on {data['spoken_start']} is cancelled.")
+    return _result({"ok": True, **data})
