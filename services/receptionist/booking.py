@@ -194,7 +194,7 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
 
 async def find_bookings(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
     phone = str(args.get("customer_phone") or ctx.caller_phone)
-    bookings = await ctx.storage.bookings.find_bookings(phone, since=datetime.now(UTC))
+    bookings = await ctx.storage.bookings.find_bookings(phone, since=ctx.now().astimezone(UTC))
     return _result({"ok": True, "bookings": [_booking_json(b, ctx) for b in bookings]})
 
 
@@ -207,7 +207,7 @@ async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord 
             return "I couldn't find an appointment with that code"
         return booking
     phone = str(args.get("customer_phone") or ctx.caller_phone)
-    bookings = await ctx.storage.bookings.find_bookings(phone, since=datetime.now(UTC))
+    bookings = await ctx.storage.bookings.find_bookings(phone, since=ctx.now().astimezone(UTC))
     if not bookings:
         return "I couldn't find an upcoming appointment for that number"
     if len(bookings) > 1:
