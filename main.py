@@ -2,6 +2,7 @@
 
     python main.py            serve (mock providers when no keys are set)
     python main.py demo       place a simulated phone call against an in-process server
+    python main.py calls      recent calls from the call log; `calls CAxxx` for one transcript
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
+from api.auth import access_banner
+from api.calls import REVIEW_ROUTES
 from api.health import health, ready
+from api.twilio_status import status
 from api.media_stream import media_stream
 from api.twilio_voice import voice
 from services.orchestrator.greeting import GreetingCache
-from services.orchestrator.record import CallRecorder, LogRecorder
+from services.orchestrator.record import CallRecorder
 from services.providers import build_synthesizer
 from services.receptionist.profile import ProfileError, load_profile
 from services.runtime import Runtime
 from services.settings import ConfigError, Settings
+from services.storage import Storage, StorageError
+from services.storage.recorder import DatabaseRecorder
 from services.telephony.rest import OfflineTelephony, Telephony, TwilioTelephony
 from services.telephony.webhook import SignatureCheck
 
@@ -37,6 +43,7 @@ def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
     settings.check()
     profile = load_profile(settings.business_profile)
     tts = build_synthesizer(settings)
+    storage = Storage.from_settings(settings)
     if telephony is None:
         if settings.twilio_account_sid and settings.twilio_auth_token:
             telephony = TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token,
@@ -46,8 +53,9 @@ def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
     return Runtime(
         settings=settings, profile=profile, tts=tts,
         greetings=GreetingCache(tts, settings.soxr_quality), telephony=telephony,
-        recorder=recorder or LogRecorder(settings.latency_target_ms),
+        recorder=recorder or DatabaseRecorder(storage, settings.latency_target_ms),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.signatures_enforced),
+        storage=storage,
     )
 
 
@@ -58,17 +66,21 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.storage.start()  # migrate, sweep calls a dead server left open
         await runtime.warm_up()
         yield
         await runtime.tts.close()
         await runtime.telephony.close()
+        await runtime.storage.close()
 
     app = Starlette(
         routes=[
             Route("/health", health),
             Route("/ready", ready),
             Route("/api/twilio/voice", voice, methods=["POST"]),
+            Route("/api/twilio/status", status, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
+            *REVIEW_ROUTES,
         ],
         lifespan=lifespan,
     )
@@ -80,7 +92,9 @@ def startup_banner(settings: Settings) -> list[str]:
     mode = "MOCK mode (no provider keys: offline mock ASR, brain and TTS)" if settings.all_mock else (
         "providers: " + ", ".join(f"{k}={settings.provider(k)}" for k in ("asr", "llm", "tts")))
     lines = [f"Zylin listening on {settings.host}:{settings.port} in {mode}.",
-             f"Twilio webhook (Voice, 'A call comes in', HTTP POST): {settings.voice_webhook_url}"]
+             f"Twilio webhook (Voice, 'A call comes in', HTTP POST): {settings.voice_webhook_url}",
+             f"Twilio status callback ('Call status changes'): {settings.public_url}/api/twilio/status",
+             access_banner(settings.admin_token)]
     if "localhost" in settings.public_url or "127.0.0.1" in settings.public_url:
         lines.append(f"PUBLIC_URL is local: run `ngrok http {settings.port}` and set PUBLIC_URL to the "
                      "https URL it prints, then paste the webhook above into the Twilio console.")
@@ -96,7 +110,7 @@ def serve(settings: Settings) -> int:
 
     try:
         app = create_app(settings)
-    except (ConfigError, ProfileError) as exc:
+    except (ConfigError, ProfileError, StorageError) as exc:
         log.error("%s", exc)
         return 2
     for warning in settings.check():
@@ -116,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--wav", default="demo-call.wav", help="where to write what the caller heard")
     demo.add_argument("--speed", type=float, default=1.0, help="faster than real time, e.g. 4")
     demo.add_argument("--line", action="append", help="a caller line (repeat); default: a scripted call")
+    calls = sub.add_parser("calls", help="the call log in the terminal: recent calls, or one transcript")
+    calls.add_argument("call_sid", nargs="?", help="show this call's transcript and latency")
+    calls.add_argument("--limit", type=int, default=20, help="how many recent calls (default 20)")
+    calls.add_argument("--full-numbers", action="store_true", help="show phone numbers unmasked")
     args = parser.parse_args(argv)
 
     try:
@@ -128,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level if settings.log_level.upper() == "DEBUG" else "WARNING")
         from services.simulator.demo import run_demo
         return asyncio.run(run_demo(settings, lines=args.line, wav_path=args.wav, speed=args.speed))
+    if args.command == "calls":
+        configure_logging("WARNING")
+        from services.storage.cli import show_calls
+        return asyncio.run(show_calls(settings, args.call_sid, limit=args.limit, full_numbers=args.full_numbers))
     configure_logging(settings.log_level)
     return serve(settings)
 

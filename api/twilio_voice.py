@@ -32,6 +32,7 @@ async def voice(request: Request) -> Response:
         return PlainTextResponse("missing CallSid", status_code=400)
     caller = form.get("From", "")
     log.info("incoming call %s from %s", call_sid, mask_phone(caller))
+    await runtime.storage.call_opened(call_sid, caller, form.get("To", ""))
     twiml = connect_stream_twiml(runtime.settings.media_stream_url, {
         "callSid": call_sid,
         "from": caller,

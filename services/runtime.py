@@ -13,6 +13,7 @@ from services.providers import build_brain, build_recognizer
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tools import CallContext, Toolbox
 from services.settings import Settings
+from services.storage import Storage
 from services.telephony.media_streams import Start, StreamSender
 from services.telephony.rest import Telephony
 from services.telephony.webhook import SignatureCheck
@@ -30,6 +31,7 @@ class Runtime:
     telephony: Telephony
     recorder: CallRecorder
     signatures: SignatureCheck
+    storage: Storage
     greeting_ready: bool = False
 
     async def warm_up(self) -> None:
@@ -45,13 +47,16 @@ class Runtime:
         info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid,
                         caller=params.get("from", ""), called=params.get("to", ""),
                         started_at=time.monotonic())
+        self.recorder.stream_started(info)
         try:
             greeting = await self.greetings.get(self.profile.greeting)
         except Exception as exc:
             log.warning("greeting synthesis failed (%s); trying live", exc)
             greeting = None
         context = CallContext(call_sid=start.call_sid, caller_phone=info.caller, profile=self.profile,
-                              can_transfer=self.telephony.can_transfer)
+                              can_transfer=self.telephony.can_transfer, storage=self.storage,
+                              telephony=self.telephony,
+                              sms_confirmations=self.settings.sms_confirmations)
         return CallSession(
             info=info, settings=self.settings,
             recognizer=build_recognizer(self.settings, self.profile, params),

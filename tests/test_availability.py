@@ -54,7 +54,7 @@ def test_refusals_say_why(profile):
     assert "closed" in refusal(profile, cleaning, at(2026, 12, 5, 10), [], now)
     assert "opening hours" in refusal(profile, cleaning, at(2026, 12, 1, 16, 30), [], now)
     assert "days ahead" in refusal(profile, cleaning, at(2027, 3, 1, 10), [], now)
-    assert "opening hours" in refusal(profile, cleaning, at(2026, 12, 1, 10, 5), [], now)  # off-grid
+    assert "every 15 minutes" in refusal(profile, cleaning, at(2026, 12, 1, 10, 5), [], now)  # off-grid
 
 
 def test_parallel_capacity_counts_overlapping_bookings(profile):

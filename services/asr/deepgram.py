@@ -83,7 +83,7 @@ class DeepgramRecognizer:
     def __init__(self, settings: Settings, profile: BusinessProfile, *,
                  retry_delays_s: Sequence[float] = (0.1, 0.3, 1.0, 2.0),
                  give_up_after_s: float = 5.0, connect_timeout_s: float = 3.0,
-                 keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 2.0,
+                 keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 1.0,
                  call_sid: str = "") -> None:
         self._client = AsyncDeepgramClient(api_key=settings.deepgram_api_key,
                                            environment=deepgram_environment(settings.deepgram_base_url),
@@ -109,6 +109,7 @@ class DeepgramRecognizer:
         self._failed = False
         self._finals_open = False   # final words heard since the caller's turn last closed
         self._interim_open = False  # interim words not yet made final
+        self._last_word_end = 0.0   # call time of the end of the last final word
 
         # What happened, for logs and tests.
         self.connections = 0
@@ -159,14 +160,16 @@ class DeepgramRecognizer:
             return
         self._closing = True
         runner = self._runner
-        if runner is not None and not runner.done():
-            if self._connected:
-                self._backlog.append(_CLOSE)
+        try:
+            if runner is not None and not runner.done() and self._connected:
+                self._backlog.append(_CLOSE)   # after the audio already queued
                 self._wake.set()
-                await asyncio.wait({runner}, timeout=self._close_timeout_s + 1.0)
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-        self._events.put_nowait(_END)
+                await asyncio.wait({runner}, timeout=self._close_timeout_s)
+        finally:
+            if runner is not None and not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+            self._events.put_nowait(_END)
 
     async def events(self) -> AsyncIterator[AsrEvent]:
         """Recognition events until close(); a RecognizerFailed means no more will come."""
@@ -194,7 +197,8 @@ class DeepgramRecognizer:
                 reason = _describe(exc)
                 delay = self._retry_delays[min(attempt, len(self._retry_delays) - 1)]
                 attempt += 1
-                if loop.time() + delay - outage_since > self._give_up_after_s:
+                refused = getattr(exc, "status_code", None) in (400, 401, 402, 403, 404)
+                if refused or loop.time() + delay - outage_since > self._give_up_after_s:
                     self._give_up(reason, attempt)
                     return
                 log.warning("cannot connect to Deepgram%s (%s); retrying in %.1f s", self._who, reason, delay)
@@ -303,22 +307,28 @@ class DeepgramRecognizer:
         """Map messages to events until the socket ends; returns how it ended."""
         try:
             async for message in socket:
-                if isinstance(message, ListenV1Results):
-                    self._on_results(message, offset)
-                elif isinstance(message, ListenV1SpeechStarted):
-                    self._events.put_nowait(SpeechStarted(offset + message.timestamp))
-                elif isinstance(message, ListenV1UtteranceEnd):
-                    self._on_utterance_end(message, offset)
-                elif isinstance(message, ListenV1Metadata):
-                    log.info("Deepgram stream metadata%s: request %s, %.1f s of audio",
-                             self._who, message.request_id, message.duration)
-                elif isinstance(message, ListenV1Error):
-                    log.warning("Deepgram error%s: %s: %s", self._who, message.variant, message.description)
-                else:
-                    log.debug("ignored Deepgram message%s: %r", self._who, type(message).__name__)
+                try:
+                    self._on_message(message, offset)
+                except Exception:  # one odd message must not cost the connection
+                    log.exception("could not map a Deepgram message%s", self._who)
         except Exception as exc:  # the connection went away under us
             return _describe(exc)
         return "closed by Deepgram"
+
+    def _on_message(self, message: object, offset: float) -> None:
+        if isinstance(message, ListenV1Results):
+            self._on_results(message, offset)
+        elif isinstance(message, ListenV1SpeechStarted):
+            self._events.put_nowait(SpeechStarted(offset + message.timestamp))
+        elif isinstance(message, ListenV1UtteranceEnd):
+            self._on_utterance_end(message, offset)
+        elif isinstance(message, ListenV1Metadata):
+            log.info("Deepgram stream metadata%s: request %s, %.1f s of audio",
+                     self._who, message.request_id, message.duration)
+        elif isinstance(message, ListenV1Error):
+            log.warning("Deepgram error%s: %s: %s", self._who, message.variant, message.description)
+        else:
+            log.debug("ignored Deepgram message%s: %s", self._who, type(message).__name__)
 
     def _on_results(self, message: ListenV1Results, offset: float) -> None:
         alternatives = message.channel.alternatives if message.channel else []
@@ -332,10 +342,17 @@ class DeepgramRecognizer:
             self._finals_open = self._finals_open or bool(text)
         elif text:
             self._interim_open = True
+        if best is not None and is_final and best.words:
+            self._last_word_end = offset + best.words[-1].end
         if speech_final:
-            if not (text or self._finals_open):
+            if not (text or self._finals_open or self._interim_open):
                 return  # nothing was said since the turn last closed: nothing to close
             self._finals_open = self._interim_open = False
+            if not text:
+                # The endpoint came after the words were already final. An empty transcript
+                # carries nothing to act on, so say what happened: the utterance is over.
+                self._events.put_nowait(UtteranceEnd(self._last_word_end or offset + message.start))
+                return
         elif not text:
             return
         start = offset + message.start

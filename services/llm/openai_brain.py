@@ -167,8 +167,8 @@ class OpenAIBrain:
                 raise BrainError(f"OpenAI {failure.reason}") from failure
 
     async def _attempt(self, request: dict[str, Any], deadline: float) -> AsyncIterator[BrainOutput]:
-        """One streamed request. Timeouts wrap each read, never a yield: the consumer's own time
-        (speaking the text, running tools) must not count against the model, nor be cancelled."""
+        """One streamed request. The timeouts wrap each read, never a yield: a timer left running
+        across a yield would fire inside the consumer's code and cancel it."""
         loop = asyncio.get_running_loop()
         first_deadline = min(loop.time() + self._first_token_s, deadline)
         client = shared_client(*self._client_config)

@@ -1,5 +1,6 @@
 """What a call leaves behind: turns with latency, events, the end. A recorder receives it as
-the call goes (storage plugs in here), never on the per-frame path."""
+the call goes, never on the per-frame path; its methods must return at once (the database
+recorder, services/storage/recorder.py, only queues writes)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class CallEvent:
 
 
 class CallRecorder(Protocol):
+    def stream_started(self, call: CallInfo) -> None: ...
     def turn(self, call: CallInfo, turn: TurnRecord) -> None: ...
     def event(self, call: CallInfo, event: CallEvent) -> None: ...
     def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord],
@@ -56,6 +58,9 @@ class LogRecorder:
 
     def __init__(self, latency_target_ms: float = 1200.0) -> None:
         self.latency_target_ms = latency_target_ms
+
+    def stream_started(self, call: CallInfo) -> None:
+        log.debug("call %s stream %s started", call.call_sid, call.stream_sid)
 
     def turn(self, call: CallInfo, turn: TurnRecord) -> None:
         fields = {"call": call.call_sid, "turn": turn.index, "speaker": turn.speaker}
@@ -95,6 +100,10 @@ class MemoryRecorder(LogRecorder):
         event = self._ended.setdefault(call_sid, asyncio.Event())
         await asyncio.wait_for(event.wait(), timeout_s)
         return self.calls[call_sid]
+
+    def stream_started(self, call: CallInfo) -> None:
+        super().stream_started(call)
+        self._call(call)
 
     def turn(self, call: CallInfo, turn: TurnRecord) -> None:
         super().turn(call, turn)

@@ -101,6 +101,10 @@ def refusal(profile: BusinessProfile, service: Service, start: datetime, busy: l
     if slot is None:
         if profile.open_span(start.date()) is None:
             return f"we're closed on {start:%A, %B} {start.day}"
+        if (start.hour * 60 + start.minute) % profile.booking.slot_step_min:
+            return f"appointments start every {profile.booking.slot_step_min} minutes, on the quarter hour" \
+                if profile.booking.slot_step_min == 15 else \
+                f"appointments start every {profile.booking.slot_step_min} minutes"
         return f"a {service.name.lower()} at {spoken_time(start)} doesn't fit our opening hours that day"
     if not has_capacity(profile, slot, busy):
         return "that time is already taken"

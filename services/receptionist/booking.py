@@ -8,12 +8,14 @@ Arguments and results use the business's local time as ISO strings without an of
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from services.privacy import mask_phone
 from services.receptionist.availability import (
-    Interval, Slot, free_slots, local_datetime, nearest_free, refusal, spoken_datetime, spoken_time,
+    Interval, Slot, free_slots, local_datetime, nearest_free, refusal, search_days, spoken_datetime,
+    spoken_time,
 )
 from services.receptionist.profile import Service
 from services.storage.bookings import BookingNotFound, SlotTaken
@@ -48,15 +50,23 @@ def _service(ctx: CallContext, name: str) -> Service | None:
         ctx.profile.find_service(name)
 
 
-def _local(ctx: CallContext, text: str) -> datetime | None:
-    """'2026-11-24T15:00' (business local time) -> aware datetime, None if unreadable."""
+_LOCAL = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[T ](\d{1,2}):(\d{2})(?::\d{2})?\s*$")
+NO_SUCH_TIME = "that time doesn't exist on that day (the clocks change)"
+UNREADABLE_TIME = "I need the time as HH:MM, for example 15:30"
+
+
+def _local(ctx: CallContext, text: str) -> datetime | str:
+    """'2026-11-24T15:00' (business local time) -> aware datetime, or why it can't be one."""
+    match = _LOCAL.match(str(text))
+    if match is None:
+        return UNREADABLE_TIME
     try:
-        naive = datetime.fromisoformat(str(text).strip())
+        day = date.fromisoformat(match[1])
+        hour, minute = int(match[2]), int(match[3])
+        datetime(day.year, day.month, day.day, hour, minute)
     except ValueError:
-        return None
-    if naive.tzinfo is not None:
-        return naive.astimezone(ctx.profile.tz)
-    return local_datetime(ctx.profile, naive.date(), naive.hour, naive.minute)
+        return UNREADABLE_TIME
+    return local_datetime(ctx.profile, day, hour, minute) or NO_SUCH_TIME
 
 
 async def _busy(ctx: CallContext, start: date, days: int, ignore_code: str = "") -> list[Interval]:
@@ -80,8 +90,13 @@ def _spoken_list(slots: list[Slot]) -> str:
 
 async def _alternatives(ctx: CallContext, service: Service, wanted: datetime,
                         ignore_code: str = "") -> list[Slot]:
-    busy = await _busy(ctx, wanted.date() - timedelta(days=SEARCH_DAYS), 2 * SEARCH_DAYS, ignore_code)
-    return nearest_free(ctx.profile, service, wanted, busy, ctx.now(), count=3, max_days=SEARCH_DAYS)
+    now = ctx.now()
+    days = search_days(ctx.profile, wanted.astimezone(ctx.profile.tz).date(), now)[:SEARCH_DAYS]
+    if not days:
+        return []
+    first, last = min(days), max(days)  # load exactly the days the search will look at
+    busy = await _busy(ctx, first, (last - first).days + 1, ignore_code)
+    return nearest_free(ctx.profile, service, wanted, busy, now, count=3, max_days=SEARCH_DAYS)
 
 
 async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
@@ -98,8 +113,8 @@ async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResu
     requested_free = None
     if args.get("time"):
         requested = _local(ctx, f"{day.isoformat()}T{args['time']}")
-        if requested is None:
-            return _refuse("that time doesn't exist on that day (the clocks change)")
+        if isinstance(requested, str):
+            return _refuse(requested)
         requested_free = refusal(ctx.profile, service, requested, busy, now) is None
     slots = free_slots(ctx.profile, service, day, busy, now)
     part = PARTS_OF_DAY.get(str(args.get("part_of_day", "")).lower())
@@ -163,8 +178,8 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
     if service is None:
         return _refuse("we don't offer that service", services=[s.name for s in ctx.profile.services])
     start = _local(ctx, str(args.get("start", "")))
-    if start is None:
-        return _refuse("I need the start as a date and time")
+    if isinstance(start, str):
+        return _refuse(start)
     name = str(args.get("customer_name", "")).strip()
     if not name:
         return _refuse("I need the caller's name for the booking")
@@ -221,8 +236,10 @@ async def reschedule_appointment(ctx: CallContext, args: dict[str, Any]) -> Tool
         return _refuse(found)
     service = _service(ctx, found.service)
     start = _local(ctx, str(args.get("new_start", "")))
-    if service is None or start is None:
-        return _refuse("I need the new date and time")
+    if service is None:
+        return _refuse("that appointment's service is no longer offered")
+    if isinstance(start, str):
+        return _refuse(start)
     busy = await _busy(ctx, start.date(), 1, ignore_code=found.code)
     why = refusal(ctx.profile, service, start, busy, ctx.now())
     if why is not None:
@@ -254,5 +271,5 @@ async def cancel_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResu
         return _refuse("that appointment is already cancelled")
     data = _booking_json(cancelled, ctx)
     await _confirm_by_sms(ctx, cancelled.customer_phone, f"{ctx.profile.name}: your "
-                          f"{cancelled.service.lower()} on {data['spoken_start']} is cancelled.")
+                          f"{cancelled.service.lower()} on {data['spoken_start']} (code {cancelled.code}) is cancelled.")
     return _result({"ok": True, **data})

@@ -179,7 +179,7 @@ class Toolbox:
         if ctx.storage is None:
             offered = {k: v for k, v in offered.items() if k not in NEEDS_STORAGE}
         self._specs = offered
-        self._done: dict[tuple[str, str], ToolResult] = {}
+        self._done: dict[tuple[str, str], asyncio.Future[ToolResult]] = {}
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -189,14 +189,24 @@ class Toolbox:
         handler = HANDLERS.get(call.name) if call.name in self._specs else None
         if handler is None:
             return ToolResult({"ok": False, "reason": f"there is no tool called {call.name}"})
+        if call.name in READ_ONLY:
+            return await self._guarded(call, handler)
         key = (call.name, repr(sorted(call.arguments.items())))
-        if key in self._done:
-            return self._done[key]
+        running = self._done.get(key)
+        if running is None:
+            # Shielded: a barge-in cancels the reply, not a booking half-way into the database;
+            # the brain's repeat of the same call then gets this same result.
+            running = asyncio.ensure_future(self._guarded(call, handler))
+            self._done[key] = running
+        result = await asyncio.shield(running)
+        if not result.data.get("ok", True) and result.data.get("retryable"):
+            self._done.pop(key, None)
+        return result
+
+    async def _guarded(self, call: ToolCall, handler: Handler) -> ToolResult:
         try:
-            result = await handler(self.ctx, call.arguments)
+            return await handler(self.ctx, call.arguments)
         except Exception:  # a tool bug or a database outage must not end the call
             log.exception("tool %s failed on %s", call.name, self.ctx.call_sid)
-            return ToolResult({"ok": False, "reason": "that did not work; apologise and offer a message"})
-        if call.name not in READ_ONLY:
-            self._done[key] = result
-        return result
+            return ToolResult({"ok": False, "retryable": True,
+                               "reason": "that did not work; apologise and offer a message"})

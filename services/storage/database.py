@@ -50,8 +50,11 @@ class Database:
         connect_args: dict = {}
         if self.dialect == "sqlite":
             _make_folder(parsed.database)
-        elif schema:
-            connect_args["server_settings"] = {"search_path": schema}
+        else:
+            # A database that does not answer must fail fast: tools and the webhook wait on it.
+            connect_args.update(timeout=5.0, command_timeout=15.0)
+            if schema:
+                connect_args["server_settings"] = {"search_path": schema}
         self.engine: AsyncEngine = create_async_engine(
             url, echo=echo, connect_args=connect_args, pool_pre_ping=self.dialect == "postgresql")
         if self.dialect == "sqlite":
@@ -82,8 +85,9 @@ class Database:
                 if self.dialect == "postgresql":
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
                 await conn.run_sync(_upgrade_head)
-        except OSError as exc:
-            raise StorageError(f"cannot reach the database at {display_url(self.url)}: {exc}") from exc
+        except Exception as exc:
+            raise StorageError(f"cannot bring the database at {display_url(self.url)} up to date: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -123,6 +127,7 @@ def alembic_config(url: str | None = None):
 def _upgrade_head(connection: Connection) -> None:
     from alembic import command
 
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
     config = alembic_config()
     config.attributes["connection"] = connection  # env.py runs on this connection, in this transaction
     command.upgrade(config, "head")

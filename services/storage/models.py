@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+    JSON, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
     TypeDecorator, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -58,7 +58,7 @@ class Call(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
-    from_number: Mapped[str] = mapped_column(String(32), default="")
+    from_number: Mapped[str] = mapped_column(String(32), default="", index=True)
     to_number: Mapped[str] = mapped_column(String(32), default="")
     mode: Mapped[str] = mapped_column(String(16), default="stream")          # stream | legacy
     started_at: Mapped[datetime] = mapped_column(index=True)                 # the webhook
@@ -76,8 +76,6 @@ class Call(Base):
                                              cascade="all, delete-orphan", passive_deletes=True)
     events: Mapped[list[Event]] = relationship(back_populates="call", order_by="Event.id",
                                                cascade="all, delete-orphan", passive_deletes=True)
-
-    __table_args__ = (Index("ix_calls_from_number", "from_number"),)
 
 
 class Turn(Base):
@@ -144,7 +142,6 @@ class Booking(Base):
     customer_name: Mapped[str] = mapped_column(String(120), default="")
     customer_phone: Mapped[str] = mapped_column(String(32), default="", index=True)
     status: Mapped[str] = mapped_column(String(16), default="booked")
-    lane: Mapped[int | None] = mapped_column(Integer)                # which parallel lane it holds
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -153,8 +150,9 @@ class Booking(Base):
 
 
 class BookingClaim(Base):
-    """One slot-step cell of one lane held by a booking: the UNIQUE constraint is the
-    double-booking guarantee, across transactions, processes and servers."""
+    """One slot step held by a booking, in one of the business's parallel lanes (capacity):
+    the UNIQUE constraint is the double-booking guarantee, across transactions, processes and
+    servers."""
 
     __tablename__ = "booking_claims"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HttpRequest", "HttpServer", "StreamRecord", "ResponseWriter"]
+__all__ = ["ClientGone", "HttpRequest", "HttpServer", "ResponseWriter", "StreamRecord"]
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}

@@ -107,6 +107,7 @@ class ListenSession:
         self.sent.append(message)
         self._protocol.send_text(json.dumps(message).encode())
         await self._flush()
+        await self._notify()
 
     async def send_results(self, transcript: str, *, is_final: bool = True, speech_final: bool = False,
                            start: float = 0.0, duration: float | None = None, confidence: float = 0.98,
@@ -336,6 +337,7 @@ class _Ears:
             if fake.script:
                 fake.script.popleft()
                 fake.heard.append(line)
+                await fake._notify()
             self.in_speech = False
             self.pending_end = end
         else:  # an interim result carries the words "heard" so far
@@ -389,6 +391,10 @@ class FakeDeepgram(HttpServer):
         """The `index`-th (0-based) connection, once it is open."""
         await self._wait(lambda: len(self.sessions) > index, timeout)
         return self.sessions[index]
+
+    async def wait_heard(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` script lines have been answered as final results."""
+        await self._wait(lambda: len(self.heard) >= count, timeout)
 
     async def wait_attempts(self, count: int, timeout: float = 5.0) -> None:
         await self._wait(lambda: self.attempts >= count, timeout)

@@ -1,0 +1,102 @@
+"""DatabaseRecorder: the call's record written to the database as the call goes.
+
+Each method converts the call's monotonic instants to UTC and queues one write; the writer
+task applies it. Nothing here waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.llm.base import Message
+from services.orchestrator.record import CallEvent, CallInfo, LogRecorder, TurnRecord
+from services.storage.calls import CallDetail, TurnRow
+from services.storage.service import Storage
+
+RECENT_ENDS = 1000
+
+
+def wall_clock(monotonic_at: float | None) -> datetime | None:
+    """A monotonic instant of this process as a UTC datetime."""
+    if monotonic_at is None:
+        return None
+    return datetime.now(UTC) - timedelta(seconds=time.monotonic() - monotonic_at)
+
+
+def turn_row(turn: TurnRecord) -> TurnRow:
+    latency = turn.latency
+    values: dict[str, Any] = latency.as_dict() if latency is not None else {}
+    return TurnRow(
+        idx=turn.index, speaker=turn.speaker, text=turn.text, at=wall_clock(turn.at),
+        heard_text=turn.heard_text, interrupted=turn.interrupted,
+        speech_end_at=wall_clock(latency.speech_end) if latency is not None else None, **values)
+
+
+def plain(detail: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy of an event's detail (tool results may hold dates or other objects)."""
+    return json.loads(json.dumps(detail, default=str))
+
+
+class DatabaseRecorder(LogRecorder):
+    """Logs like LogRecorder and stores everything; `wait_ended` lets tests and tools await a
+    call's stored end."""
+
+    def __init__(self, storage: Storage, latency_target_ms: float = 1200.0) -> None:
+        super().__init__(latency_target_ms)
+        self.storage = storage
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def stream_started(self, call: CallInfo) -> None:
+        super().stream_started(call)
+        at = wall_clock(call.started_at)
+        self.storage.writer.submit(f"call {call.call_sid} stream started", lambda: self.storage.calls.stream_started(
+            call.call_sid, stream_sid=call.stream_sid, caller=call.caller, called=call.called, at=at))
+
+    def turn(self, call: CallInfo, turn: TurnRecord) -> None:
+        super().turn(call, turn)
+        row = turn_row(turn)
+        self.storage.writer.submit(f"turn {call.call_sid} #{turn.index}", lambda: self.storage.calls.add_turn(
+            call.call_sid, row, stream_sid=call.stream_sid))
+
+    def event(self, call: CallInfo, event: CallEvent) -> None:
+        super().event(call, event)
+        detail, at = plain(event.detail), wall_clock(event.at)
+        self.storage.writer.submit(f"event {call.call_sid} {event.kind}", lambda: self.storage.calls.add_event(
+            call.call_sid, event.kind, detail, at))
+
+    def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord], history: list[Message]) -> None:
+        super().ended(call, reason, turns, history)
+        at, greeting_ms = datetime.now(UTC), call.greeting_ms
+        self.storage.writer.submit(
+            f"end of call {call.call_sid}",
+            lambda: self.storage.calls.end_call(call.call_sid, reason=reason, at=at, greeting_ms=greeting_ms,
+                                                stream_sid=call.stream_sid, caller=call.caller,
+                                                called=call.called),
+            done=lambda stored: self._end_stored(call.call_sid))
+
+    def _end_stored(self, call_sid: str) -> None:
+        self._recent[call_sid] = None
+        while len(self._recent) > RECENT_ENDS:
+            self._recent.popitem(last=False)
+        waiter = self._waiters.pop(call_sid, None)
+        if waiter is not None:
+            waiter.set()
+
+    async def wait_ended(self, call_sid: str, timeout_s: float = 10.0) -> CallDetail:
+        """The stored call, once this server has written its end."""
+        if call_sid not in self._recent:
+            waiter = self._waiters.setdefault(call_sid, asyncio.Event())
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                self._waiters.pop(call_sid, None)
+                raise
+        detail = await self.storage.calls.get_call(call_sid)
+        assert detail is not None, f"call {call_sid} ended but is not stored"
+        return detail

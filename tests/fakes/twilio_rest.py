@@ -1,0 +1,157 @@
+"""A local Twilio REST API for the two requests Zylin makes: updating a live call (hang up, or
+new TwiML with <Dial> for a transfer) and sending an SMS. The real twilio SDK talks to it
+through `TwilioTelephony(..., api_base_url=fake.url)`.
+
+It checks HTTP Basic auth (account SID + auth token) as Twilio does, records every request it
+accepts, answers with Twilio's JSON resources, and can be told to fail the next requests with
+Twilio's error body (a 404 for a caller who already hung up, a 500 for an outage).
+
+    async with FakeTwilioRest() as twilio:
+        telephony = TwilioTelephony(twilio.account_sid, twilio.auth_token, twilio.url, "+15550009999")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.simulator.server import serve_app
+
+API = "/2010-04-01/Accounts/{account}"
+ERRORS = {401: (20003, "Authenticate"),
+          404: (20404, "The requested resource was not found"),
+          500: (20500, "Internal Server Error")}
+
+
+@dataclass(frozen=True)
+class CallUpdate:
+    """One accepted POST .../Calls/{sid}.json."""
+    at: float                       # event-loop time it arrived
+    call_sid: str
+    form: dict[str, str]            # Twiml, Status, ... as Twilio received them
+    status: int                     # what the fake answered
+
+
+@dataclass(frozen=True)
+class SentSms:
+    """One accepted POST .../Messages.json."""
+    at: float
+    to: str
+    from_: str
+    body: str
+    status: int
+    sid: str = field(default_factory=lambda: "SM" + secrets.token_hex(16))
+
+
+class FakeTwilioRest:
+    def __init__(self, account_sid: str = "AC" + "7" * 32, auth_token: str = "fake-twilio-token") -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.url = ""
+        self.call_updates: list[CallUpdate] = []
+        self.messages: list[SentSms] = []
+        self.unauthorized = 0                          # requests refused for bad credentials
+        self.call_failures: deque[int] = deque()       # statuses for the next call updates
+        self.message_failures: deque[int] = deque()    # statuses for the next messages
+        self.app = Starlette(routes=[
+            Route(API + "/Calls/{sid}.json", self._update_call, methods=["POST"]),
+            Route(API + "/Messages.json", self._send_message, methods=["POST"]),
+        ])
+        self._changed = asyncio.Condition()
+        self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
+
+    def fail_calls(self, status: int, times: int = 1) -> None:
+        self.call_failures.extend([status] * times)
+
+    def fail_messages(self, status: int, times: int = 1) -> None:
+        self.message_failures.extend([status] * times)
+
+    async def wait_messages(self, count: int, timeout: float = 5.0) -> list[SentSms]:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.messages) >= count), timeout)
+        return self.messages
+
+    async def wait_call_updates(self, count: int, timeout: float = 5.0) -> list[CallUpdate]:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.call_updates) >= count), timeout)
+        return self.call_updates
+
+    async def __aenter__(self) -> FakeTwilioRest:
+        self._serving = serve_app(self.app)
+        self.url = await self._serving.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._serving is not None
+        await self._serving.__aexit__(*exc)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except ValueError:
+            return False
+        return (user == self.account_sid == request.path_params["account"]
+                and secrets.compare_digest(password, self.auth_token))
+
+    async def _update_call(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return self._refused(request)
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        sid = request.path_params["sid"]
+        status = self.call_failures.popleft() if self.call_failures else 200
+        self.call_updates.append(CallUpdate(asyncio.get_running_loop().time(), sid, form, status))
+        await self._notify()
+        if status != 200:
+            return _error(status, request)
+        return JSONResponse({
+            "sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
+            "status": form.get("Status", "in-progress"), "direction": "inbound",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}.json",
+        })
+
+    async def _send_message(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return self._refused(request)
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        status = self.message_failures.popleft() if self.message_failures else 201
+        sms = SentSms(asyncio.get_running_loop().time(), form.get("To", ""), form.get("From", ""),
+                      form.get("Body", ""), status)
+        self.messages.append(sms)
+        await self._notify()
+        if status >= 400:
+            return _error(status, request)
+        return JSONResponse({
+            "sid": sms.sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
+            "to": sms.to, "from": sms.from_, "body": sms.body, "status": "queued",
+            "num_segments": "1", "direction": "outbound-api",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sms.sid}.json",
+        }, status_code=201)
+
+    def _refused(self, request: Request) -> JSONResponse:
+        self.unauthorized += 1
+        return _error(401, request)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _error(status: int, request: Request) -> JSONResponse:
+    code, message = ERRORS.get(status, (20000 + status, "Error"))
+    return JSONResponse({"code": code, "message": f"{message}: {request.url.path}",
+                         "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+                        status_code=status)

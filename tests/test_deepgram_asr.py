@@ -1,0 +1,452 @@
+"""The Deepgram recognizer, with the real SDK, against the fake Deepgram on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
+from services.asr.deepgram import DeepgramRecognizer, deepgram_environment, keyterms_for
+from services.receptionist.profile import parse_profile
+from services.settings import Settings
+from tests.fakes.deepgram_server import FakeDeepgram
+
+PROFILE = parse_profile({
+    "name": "Bright Smile Dental", "timezone": "America/New_York",
+    "hours": {"mon": "09:00-17:00"},
+    "services": [{"name": "Cleaning", "duration_min": 45}, {"name": "Teeth Whitening", "duration_min": 60}],
+})
+FRAME = 320  # 20 ms of PCM16 at 8 kHz
+
+
+def frames(count: int, value: int = 1) -> list[bytes]:
+    return [int(value).to_bytes(2, "little", signed=True) * (FRAME // 2) for _ in range(count)]
+
+
+def settings_for(fake: FakeDeepgram, **overrides) -> Settings:
+    return Settings(_env_file=None, deepgram_api_key="test-key", deepgram_base_url=fake.url, **overrides)
+
+
+@pytest_asyncio.fixture
+async def deepgram():
+    async with FakeDeepgram() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def recognizers():
+    made: list[DeepgramRecognizer] = []
+
+    async def make(fake: FakeDeepgram, settings: Settings | None = None, **kwargs) -> DeepgramRecognizer:
+        options = {"retry_delays_s": (0.05,), "give_up_after_s": 1.0, "close_timeout_s": 1.0, **kwargs}
+        recognizer = DeepgramRecognizer(settings or settings_for(fake), PROFILE, **options)
+        made.append(recognizer)
+        await recognizer.start()
+        return recognizer
+
+    yield make
+    for recognizer in made:
+        await recognizer.close()
+
+
+class Events:
+    """Reads a recognizer's events with a bound on every wait."""
+
+    def __init__(self, recognizer: DeepgramRecognizer) -> None:
+        self._iter = recognizer.events()
+
+    async def next(self, timeout: float = 5.0):
+        return await asyncio.wait_for(anext(self._iter), timeout)
+
+    async def rest(self, timeout: float = 5.0) -> list:
+        async def drain():
+            return [e async for e in self._iter]
+        return await asyncio.wait_for(drain(), timeout)
+
+
+# --- opening the stream -----------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_the_stream_opens_with_the_documented_query_and_the_key_as_a_token(deepgram, recognizers):
+    await recognizers(deepgram)
+    session = await deepgram.wait_session(0)
+
+    assert session.request.path == "/v1/listen"
+    assert session.headers["authorization"] == "Token test-key"
+    q = session.query
+    assert q["model"] == ["nova-3"]
+    assert q["encoding"] == ["linear16"] and q["sample_rate"] == ["8000"] and q["channels"] == ["1"]
+    assert q["interim_results"] == ["true"] and q["vad_events"] == ["true"] and q["smart_format"] == ["true"]
+    assert q["endpointing"] == ["300"] and q["utterance_end_ms"] == ["1000"]
+    assert q["keyterm"] == ["Bright Smile Dental", "Cleaning", "Teeth Whitening"]
+
+
+@pytest.mark.asyncio
+async def test_endpointing_and_utterance_end_follow_the_settings(deepgram, recognizers):
+    await recognizers(deepgram, settings_for(deepgram, deepgram_endpointing_ms=450,
+                                             deepgram_utterance_end_ms=1500))
+    session = await deepgram.wait_session(0)
+    assert session.query["endpointing"] == ["450"] and session.query["utterance_end_ms"] == ["1500"]
+
+
+@pytest.mark.asyncio
+async def test_keyterms_are_only_sent_to_models_that_take_them(deepgram, recognizers):
+    # The fake, like Deepgram, rejects keyterm on a pre-Nova-3 model with 400.
+    await recognizers(deepgram, settings_for(deepgram, deepgram_model="nova-2-phonecall"))
+    session = await deepgram.wait_session(0)
+    assert "keyterm" not in session.query and session.query["model"] == ["nova-2-phonecall"]
+
+
+def test_keyterms_are_the_business_name_and_its_services_without_repeats():
+    profile = parse_profile({"name": "Cleaning", "services": [
+        {"name": "Cleaning", "duration_min": 30}, {"name": "X-ray", "duration_min": 15}]})
+    assert keyterms_for(profile) == ["Cleaning", "X-ray"]
+
+
+@pytest.mark.parametrize("base_url, http, ws", [
+    ("", "https://api.deepgram.com", "wss://api.deepgram.com"),
+    ("https://dg.example.com", "https://dg.example.com", "wss://dg.example.com"),
+    ("wss://dg.example.com/", "https://dg.example.com", "wss://dg.example.com"),
+    ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080", "ws://127.0.0.1:8080"),
+])
+def test_the_base_url_setting_points_both_rest_and_websocket_at_one_host(base_url, http, ws):
+    environment = deepgram_environment(base_url)
+    assert (environment.base, environment.production) == (http, ws)
+
+
+# --- audio -----------------------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_audio_reaches_deepgram_whole_and_in_order(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    sent = [bytes([i]) * FRAME for i in range(50)]
+    for frame in sent:
+        await recognizer.send(frame)
+    session = await deepgram.wait_session(0)
+    await session.wait_audio_bytes(len(sent) * FRAME)
+    assert bytes(session.audio) == b"".join(sent)
+
+
+@pytest.mark.asyncio
+async def test_audio_sent_before_the_socket_opens_is_not_lost(deepgram, recognizers):
+    deepgram.refuse(503, count=1)  # the first attempt fails, so audio must wait for the second
+    recognizer = await recognizers(deepgram)
+    for frame in frames(10, value=7):
+        await recognizer.send(frame)
+    session = await deepgram.wait_session(0)
+    await session.wait_audio_bytes(10 * FRAME)
+    assert bytes(session.audio) == b"".join(frames(10, value=7))
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_stream_is_kept_open_with_keepalives(recognizers):
+    # Deepgram closes a stream that hears nothing for ~10 s; the fake does it after 0.5 s.
+    async with FakeDeepgram(idle_timeout_s=0.5) as fake:
+        recognizer = await recognizers(fake, keepalive_s=0.15)
+        session = await fake.wait_session(0)
+        await session.wait_control("KeepAlive", count=5)   # > 0.6 s of silence on the line
+        assert not session.closed.is_set()
+        assert set(session.controls) == {"KeepAlive"}
+        assert recognizer.keepalives_sent >= 5
+        await recognizer.send(frames(1)[0])
+        await session.wait_audio_bytes(FRAME)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_without_keepalives_is_closed_by_the_fake_as_by_deepgram():
+    async with FakeDeepgram(idle_timeout_s=0.3) as fake:
+        settings = settings_for(fake)
+        recognizer = DeepgramRecognizer(settings, PROFILE, keepalive_s=60, retry_delays_s=(0.05,),
+                                        give_up_after_s=1.0)
+        await recognizer.start()
+        session = await fake.wait_session(0)
+        await session.wait_closed()
+        assert session.close_code == 1011
+        await fake.wait_session(1)   # ... and the recognizer reconnected by itself
+        await recognizer.close()
+
+
+# --- events ------------------------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_interim_and_final_results_become_transcripts(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_results("I'd like", is_final=False, start=1.0, duration=0.5, confidence=0.7)
+    await session.send_results("I'd like a cleaning.", is_final=True, start=1.0, duration=1.25, confidence=0.93)
+    await session.send_results("", is_final=True, speech_final=True, start=2.25, duration=0.3)
+
+    assert await events.next() == Transcript("I'd like", False, False, 0.7, 1.0, 1.5)
+    assert await events.next() == Transcript("I'd like a cleaning.", True, False, 0.93, 1.0, 2.25)
+    # An endpoint with no words of its own still closes the caller's turn: as an utterance end
+    # at the last word, since an empty transcript gives the engine nothing to act on.
+    assert await events.next() == UtteranceEnd(2.25)
+
+
+@pytest.mark.asyncio
+async def test_an_empty_answer_to_finalize_still_closes_the_open_turn_once(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_results("Do you take insurance?", is_final=True, start=0.2, duration=1.2)
+    await recognizer.finalize()
+    await session.wait_control("Finalize")          # the fake answers with an empty from_finalize
+    await session.send_utterance_end(1.4)             # Deepgram's own, for the same words
+
+    assert (await events.next()).text == "Do you take insurance?"
+    assert await events.next() == UtteranceEnd(pytest.approx(1.4))
+    await session.send_results("Thanks.", is_final=True, speech_final=True, start=3.0, duration=0.4)
+    assert (await events.next()).text == "Thanks."   # nothing in between: closed once
+
+
+@pytest.mark.asyncio
+async def test_speech_started_and_utterance_end_carry_call_time(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_speech_started(3.2)
+    await session.send_results("Hello", is_final=True, start=3.2, duration=0.4)
+    await session.send_utterance_end(3.6)
+
+    assert await events.next() == SpeechStarted(3.2)
+    assert (await events.next()).text == "Hello"
+    assert await events.next() == UtteranceEnd(3.6)
+
+
+@pytest.mark.asyncio
+async def test_an_utterance_end_after_speech_final_does_not_close_the_turn_twice(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_results("What are your hours?", is_final=True, speech_final=True, start=0.5, duration=1.5)
+    await session.send_utterance_end(2.0)               # same utterance: suppressed
+    await session.send_results("Thanks.", is_final=True, start=4.0, duration=0.5)
+    await session.send_utterance_end(4.5)               # new words since: this one closes
+
+    assert (await events.next()).speech_final
+    assert (await events.next()).text == "Thanks."
+    assert await events.next() == UtteranceEnd(4.5)
+
+
+@pytest.mark.asyncio
+async def test_results_with_no_words_are_not_events(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_results("", is_final=False, start=0.0, duration=0.5)
+    await session.send_results("", is_final=True, start=0.0, duration=1.0)
+    await session.send_results("", is_final=True, speech_final=True, start=1.0, duration=0.2)
+    await session.send_utterance_end(1.0)
+    await session.send_metadata()
+    await session.send_json({"type": "SomethingNew", "detail": 1})   # unknown kinds are skipped
+    await session.send_results("Hi.", is_final=True, speech_final=True, start=2.0, duration=0.3)
+
+    assert (await events.next()).text == "Hi."
+
+
+@pytest.mark.asyncio
+async def test_metadata_and_errors_are_logged_not_reported(deepgram, recognizers, caplog):
+    caplog.set_level(logging.INFO, logger="zylin.asr.deepgram")
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+
+    await session.send_metadata()
+    await session.send_json({"type": "Error", "variant": "SchemaError", "description": "bad message"})
+    await session.send_speech_started(0.5)
+
+    assert await events.next() == SpeechStarted(0.5)      # nothing came before it
+    assert f"request {session.request_id}" in caplog.text
+    assert "Deepgram error: SchemaError: bad message" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_finalize_is_sent_in_order_and_its_answer_closes_the_turn(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+    session.finalize_transcript = "Book me in for Tuesday."
+
+    for frame in frames(25):
+        await recognizer.send(frame)
+    await recognizer.finalize()
+    await session.wait_control("Finalize")
+
+    # Finalize came after all the audio sent before it.
+    assert isinstance(session.messages[-1], dict) and session.messages[-1]["type"] == "Finalize"
+    assert len(session.audio) == 25 * FRAME
+    answer = await events.next()
+    assert answer.text == "Book me in for Tuesday."
+    assert answer.is_final and answer.speech_final     # from_finalize: true closes the turn
+    assert session.sent[-1]["from_finalize"] is True and session.sent[-1]["speech_final"] is False
+
+
+@pytest.mark.asyncio
+async def test_close_sends_close_stream_and_ends_the_events(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+    await recognizer.send(frames(1)[0])
+    await session.wait_audio_bytes(FRAME)
+
+    await recognizer.close()
+
+    assert session.controls[-1] == "CloseStream"
+    await session.wait_closed()
+    assert session.close_code == 1000
+    assert session.sent[-1]["type"] == "Metadata"
+    assert await events.rest() == []
+
+
+# --- failures -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("close_code", [None, 1011], ids=["network-drop", "server-error-close"])
+@pytest.mark.asyncio
+async def test_a_dropped_stream_reconnects_and_resends_the_audio_that_came_meanwhile(
+        deepgram, recognizers, close_code, caplog):
+    caplog.set_level(logging.INFO, logger="zylin.asr.deepgram")
+    recognizer = await recognizers(deepgram, retry_delays_s=(0.1,))
+    events = Events(recognizer)
+    first = await deepgram.wait_session(0)
+    before = frames(50, value=1)              # 1.0 s of audio on the first connection
+    for frame in before:
+        await recognizer.send(frame)
+    await first.wait_audio_bytes(50 * FRAME)
+
+    deepgram.refuse(503, count=1)             # the first reconnect fails: audio must wait
+    await first.drop(close_code)
+    await deepgram.wait_attempts(2)
+    meanwhile = [bytes([i + 1]) * FRAME for i in range(25)]   # 0.5 s while disconnected
+    for frame in meanwhile:
+        await recognizer.send(frame)
+
+    second = await deepgram.wait_session(1)
+    await second.wait_audio_bytes(25 * FRAME)
+    assert bytes(second.audio) == b"".join(meanwhile)
+
+    # Deepgram's clock restarts on the new connection; ours keeps counting from the call start.
+    await second.send_speech_started(0.1)
+    await second.send_results("Still there?", is_final=True, speech_final=True, start=0.1, duration=0.4)
+    assert await events.next() == SpeechStarted(pytest.approx(1.1))
+    transcript = await events.next()
+    assert (transcript.start_s, transcript.end_s) == (pytest.approx(1.1), pytest.approx(1.5))
+    assert "dropped" in caplog.text and "reconnected" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_a_finalize_asked_for_while_disconnected_follows_the_buffered_audio(deepgram, recognizers):
+    recognizer = await recognizers(deepgram, retry_delays_s=(0.1,))
+    first = await deepgram.wait_session(0)
+    deepgram.refuse(503, count=1)
+    await first.drop()
+    await deepgram.wait_attempts(2)
+    for frame in frames(10):
+        await recognizer.send(frame)
+    await recognizer.finalize()
+
+    second = await deepgram.wait_session(1)
+    await second.wait_control("Finalize")
+    assert len(second.audio) == 10 * FRAME
+    assert isinstance(second.messages[-1], dict) and second.messages[-1]["type"] == "Finalize"
+
+
+@pytest.mark.asyncio
+async def test_a_long_outage_keeps_only_the_newest_audio(deepgram, recognizers):
+    recognizer = await recognizers(deepgram, backlog_s=0.5, retry_delays_s=(0.1,))
+    events = Events(recognizer)
+    first = await deepgram.wait_session(0)
+    deepgram.refuse(503, count=1)
+    await first.drop()
+    await deepgram.wait_attempts(2)
+    for i in range(50):                       # 1.0 s of audio, twice the backlog
+        await recognizer.send(bytes([i]) * FRAME)
+
+    second = await deepgram.wait_session(1)
+    await second.wait_audio_bytes(25 * FRAME)
+    assert bytes(second.audio) == b"".join(bytes([i]) * FRAME for i in range(25, 50))
+    assert recognizer.dropped_audio_s == pytest.approx(0.5)
+    await second.send_results("Hello?", is_final=True, start=0.0, duration=0.3)
+    assert (await events.next()).start_s == pytest.approx(0.5)   # the kept audio began 0.5 s in
+
+
+@pytest.mark.asyncio
+async def test_a_recognizer_that_cannot_connect_reports_failure(deepgram, recognizers):
+    deepgram.refuse(503)
+    recognizer = await recognizers(deepgram, give_up_after_s=0.4)
+    events = Events(recognizer)
+
+    failed = await events.next()
+
+    assert isinstance(failed, RecognizerFailed) and "503" in failed.reason
+    assert deepgram.attempts >= 2             # it retried before giving up
+    await recognizer.send(frames(1)[0])       # and sending afterwards is harmless
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_deepgram_is_reported_not_waited_for(recognizers):
+    async with FakeDeepgram() as fake:
+        settings = settings_for(fake)
+    # The fake is gone: its port refuses connections.
+    recognizer = await recognizers(fake, settings, give_up_after_s=0.3)
+    assert isinstance(await Events(recognizer).next(), RecognizerFailed)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recognizers):
+    recognizer = await recognizers(deepgram, give_up_after_s=0.4)
+    events = Events(recognizer)
+    session = await deepgram.wait_session(0)
+    deepgram.refuse(503)
+    await session.drop()
+
+    assert isinstance(await events.next(), RecognizerFailed)
+
+
+@pytest.mark.asyncio
+async def test_the_api_key_never_reaches_the_logs(recognizers, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with FakeDeepgram(api_key="the-right-key") as fake:
+        settings = Settings(_env_file=None, deepgram_api_key="secret-key-123", deepgram_base_url=fake.url)
+        recognizer = await recognizers(fake, settings)
+        failed = await Events(recognizer).next()
+    assert isinstance(failed, RecognizerFailed) and "401" in failed.reason
+    assert fake.attempts == 1                 # a refused key is not retried
+    assert "secret-key-123" not in caplog.text
+
+
+# --- the scripted fake, as the end-to-end tests use it -------------------------------------------------------
+@pytest.mark.asyncio
+async def test_spoken_audio_comes_back_as_the_scripted_line_with_deepgrams_message_sequence(recognizers):
+    async with FakeDeepgram(script=["I'd like to book a cleaning."]) as fake:
+        recognizer = await recognizers(fake)
+        events = Events(recognizer)
+        t = np.arange(8000) / 8000
+        voice = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()   # 1 s "speech"
+        silence = bytes(16000 + 8000)                                          # 1.5 s quiet
+        audio = voice + silence
+        for i in range(0, len(audio), FRAME):
+            await recognizer.send(audio[i:i + FRAME])
+
+        seen = [await events.next()]
+        while not (isinstance(seen[-1], Transcript) and seen[-1].speech_final):
+            seen.append(await events.next())
+        # Deepgram also sends an UtteranceEnd a second after the last word; the endpoint has
+        # already closed that turn, so the recognizer must swallow it.
+        session = fake.sessions[0]
+        await session.wait_until(lambda: any(m["type"] == "UtteranceEnd" for m in session.sent))
+        await recognizer.close()
+        after = await events.rest()
+
+    assert seen[0] == SpeechStarted(0.0)
+    assert any(isinstance(e, Transcript) and not e.is_final for e in seen)
+    final = seen[-1]
+    assert final.text == "I'd like to book a cleaning." and final.is_final
+    assert final.end_s == pytest.approx(1.0)
+    assert fake.heard == ["I'd like to book a cleaning."]
+    assert after == []
