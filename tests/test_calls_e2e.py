@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 import websockets
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -291,6 +292,20 @@ async def test_health_and_readiness(zylin):
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 200
     assert ready.json()["checks"]["providers"] == {"asr": "mock", "llm": "mock", "tts": "mock"}
+    assert ready.json()["checks"]["database"] is True
+
+
+async def test_readiness_fails_when_the_database_is_unreachable(zylin):
+    db = zylin.storage.db
+    unreachable = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/zylin.db")
+    working, db._read = db._read, async_sessionmaker(unreachable)
+    try:
+        async with httpx.AsyncClient(base_url=zylin.base_url) as http:
+            ready = await http.get("/ready")
+    finally:
+        db._read = working
+        await unreachable.dispose()
+    assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
 
 
 async def test_webhook_twiml_streams_to_the_public_wss_url_with_signed_parameters(zylin):
