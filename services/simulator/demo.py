@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import secrets
-import time
+import time as clock
+from datetime import time, timedelta
 
+from services.receptionist.profile import BusinessProfile
 from services.orchestrator.record import CallInfo, MemoryRecorder, TurnRecord
 from services.settings import Settings
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.simulator.server import serve_app
 
-DEFAULT_LINES = [
-    "Hi, what are your opening hours?",
-    "How much is a cleaning?",
-    "I'd like to book an appointment.",
-    "Actually, can I speak to a person?",
-    "Please ask them to call me back about my crown.",
-    "That's all, thank you. Bye!",
-]
+def default_lines(profile: BusinessProfile) -> list[str]:
+    """A caller who asks, books on an open day a few days ahead, leaves a message, says bye."""
+    day = profile.now().date() + timedelta(days=3)
+    while profile.open_span(day) is None or profile.open_span(day).opens > time(10):
+        day += timedelta(days=1)
+    return [
+        "Hi, what are your opening hours?",
+        "How much is a cleaning?",
+        f"I'd like to book a cleaning on {day:%B} {day.day} at 10 am.",
+        "My name is Ann Lee.",
+        "Yes, please.",
+        "Can I also speak to a person?",
+        "Please ask them to call me back about my crown.",
+        "That's all, thank you. Bye!",
+    ]
 
 
 class PrintingRecorder(MemoryRecorder):
@@ -58,9 +67,9 @@ async def run_demo(settings: Settings, lines: list[str] | None = None,
     settings = settings.model_copy(update={"use_mock_streaming": True, "twilio_auth_token": auth_token,
                                            "twilio_account_sid": "", "twilio_validate_signatures": True,
                                            "database_url": "sqlite+aiosqlite:///:memory:"})  # leave no trace
-    recorder = PrintingRecorder(time.monotonic())
+    recorder = PrintingRecorder(clock.monotonic())
     app = create_app(settings, recorder=recorder)
-    script = [CallerLine(text) for text in (lines or DEFAULT_LINES)]
+    script = [CallerLine(text) for text in (lines or default_lines(app.state.runtime.profile))]
     print(f"Placing a simulated call to {settings.public_url}/api/twilio/voice "
           f"(mock providers, {speed:g}x real time)\n", flush=True)
     async with serve_app(app) as base_url:
