@@ -205,27 +205,36 @@ async def call_page(request: Request) -> Response:
 
 @admin_only
 async def bookings_page(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        filters = _booking_filter(request, runtime.profile.tz)
+        filters, bookings = await _bookings(request)
     except BadFilter as error:
         return _bad(request, error)
-    bookings = await runtime.storage.bookings.list_bookings(filters)
     return _page(request, "bookings.html", {"title": "Bookings", "bookings": bookings,
                                             "raw": dict(request.query_params)})
 
 
 @admin_only
 async def messages_page(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        query = Query.parse(request, runtime.profile.tz)
+        query, messages, total = await _messages(request)
     except BadFilter as error:
         return _bad(request, error)
-    messages, total = await runtime.storage.messages.list_messages(
-        MessageFilter(query.since, query.until, query.caller), page=query.page, per_page=query.per_page)
     return _page(request, "messages.html", {"title": "Messages", "messages": messages, "total": total,
                                             "query": query, "pages": max(1, -(-total // query.per_page))})
+
+
+async def _messages(request: Request) -> tuple[Query, list, int]:
+    runtime = _runtime(request)
+    query = Query.parse(request, runtime.profile.tz)
+    messages, total = await runtime.storage.messages.list_messages(
+        MessageFilter(query.since, query.until, query.caller), page=query.page, per_page=query.per_page)
+    return query, messages, total
+
+
+async def _bookings(request: Request) -> tuple[BookingFilter, list]:
+    runtime = _runtime(request)
+    filters = _booking_filter(request, runtime.profile.tz)
+    return filters, await runtime.storage.bookings.list_bookings(filters)
 
 
 def _booking_filter(request: Request, tz: ZoneInfo) -> BookingFilter:
@@ -262,12 +271,10 @@ async def api_call(request: Request) -> Response:
 
 @admin_only
 async def api_bookings(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        filters = _booking_filter(request, runtime.profile.tz)
+        filters, bookings = await _bookings(request)
     except BadFilter as error:
         return _bad(request, error)
-    bookings = await runtime.storage.bookings.list_bookings(filters)
     return JSONResponse({"bookings": [b.as_json() for b in bookings],
                          "filters": {"from": filters.since.isoformat() if filters.since else None,
                                      "to": filters.until.isoformat() if filters.until else None,
@@ -276,13 +283,10 @@ async def api_bookings(request: Request) -> Response:
 
 @admin_only
 async def api_messages(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        query = Query.parse(request, runtime.profile.tz)
+        query, messages, total = await _messages(request)
     except BadFilter as error:
         return _bad(request, error)
-    messages, total = await runtime.storage.messages.list_messages(
-        MessageFilter(query.since, query.until, query.caller), page=query.page, per_page=query.per_page)
     return JSONResponse({"messages": [m.as_json() for m in messages], "total": total, "page": query.page,
                          "per_page": query.per_page, "filters": query.as_json()})
 
