@@ -22,7 +22,9 @@ from api.calls import REVIEW_ROUTES
 from api.health import health, ready
 from api.twilio_status import status
 from api.media_stream import media_stream
+from api.twilio_legacy import recording, voice_legacy
 from api.twilio_voice import voice
+from services.legacy.conversation import LegacyReceptionist
 from services.orchestrator.greeting import GreetingCache
 from services.orchestrator.record import CallRecorder
 from services.providers import build_synthesizer
@@ -79,12 +81,15 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
             Route("/ready", ready),
             Route("/api/twilio/voice", voice, methods=["POST"]),
             Route("/api/twilio/status", status, methods=["POST"]),
+            Route("/api/twilio/voice-legacy", voice_legacy, methods=["POST"]),
+            Route("/api/twilio/voice-legacy/recording", recording, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
             *REVIEW_ROUTES,
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.legacy = LegacyReceptionist(settings, runtime.profile, runtime.storage, runtime.telephony)
     return app
 
 

@@ -166,3 +166,22 @@ class Settings(BaseSettings):
         if not self.stream_token_secret and not self.twilio_auth_token:
             warnings.append("STREAM_TOKEN_SECRET is not set: using a development secret for stream tokens")
         return warnings
+
+    # --- legacy record mode (/api/twilio/voice-legacy, docs/legacy.md) ------------------------
+    legacy_transcriber: ProviderName = ""       # mock | openai | deepgram; empty = by the keys set
+    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    legacy_say_voice: str = "Polly.Joanna-Neural"
+    legacy_record_timeout_s: int = 2            # silence that ends the caller's recording
+    legacy_max_record_s: int = 30               # longest single recording
+    legacy_response_budget_s: float = 10.0      # TwiML answered within this (Twilio waits 15 s)
+
+    @property
+    def legacy_transcriber_name(self) -> str:
+        """The recording transcriber: explicit setting, else OpenAI, then Deepgram, by their keys."""
+        if self.use_mock_streaming:
+            return "mock"
+        if self.legacy_transcriber:
+            return self.legacy_transcriber
+        if self.openai_api_key:
+            return "openai"
+        return "deepgram" if self.deepgram_api_key else "mock"

@@ -219,6 +219,33 @@ class CallLog:
             call.end_reason = reason[:120]
             await self._conclude(session, call)
 
+    async def legacy_state(self, call_sid: str) -> dict[str, Any] | None:
+        """A legacy (record mode) call's conversation state, as its last callback left it."""
+        async with self.db.read() as session:
+            return await session.scalar(select(Call.legacy_state).where(Call.call_sid == call_sid))
+
+    async def legacy_turn(self, call_sid: str, *, state: dict[str, Any], turns: Sequence[TurnRow] = (),
+                          events: Sequence[tuple[str, dict[str, Any], datetime]] = (),
+                          end_reason: str | None = None, caller: str = "", called: str = "",
+                          at: datetime | None = None) -> None:
+        """One legacy callback's results in one transaction: the state the next callback (maybe on
+        another instance) starts from, the turns and events, and the end when the call is over."""
+        at = at or utcnow()
+        async with self.db.write() as session:
+            call = await self._ensure(session, call_sid, caller=caller, called=called, mode="legacy", at=at)
+            call.legacy_state = dict(state)
+            if turns:
+                await session.execute(insert_ignore(session, Turn, [{"call_id": call.id, **asdict(t)}
+                                                                    for t in turns]))
+            for kind, detail, event_at in events:
+                session.add(Event(call_id=call.id, kind=kind, detail=detail, at=event_at))
+            if end_reason is not None and call.status == "in-progress":
+                await session.flush()
+                call.status = "completed"
+                call.ended_at = at
+                call.end_reason = end_reason[:120]
+                await self._conclude(session, call)
+
     async def status_callback(self, call_sid: str, *, twilio_status: str, duration_s: int | None,
                               caller: str = "", called: str = "", at: datetime | None = None) -> None:
         """Twilio's status callback: the phone call itself is over (or moved on).

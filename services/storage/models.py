@@ -71,6 +71,8 @@ class Call(Base):
     end_reason: Mapped[str | None] = mapped_column(String(120))
     twilio_status: Mapped[str | None] = mapped_column(String(24))             # status callback
     duration_s: Mapped[int | None] = mapped_column(Integer)                   # Twilio's CallDuration
+    # legacy record mode: history, turn counter, recordings heard, misses (services/legacy/)
+    legacy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.idx",
                                              cascade="all, delete-orphan", passive_deletes=True)

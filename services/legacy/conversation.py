@@ -1,0 +1,376 @@
+"""One legacy (record mode) call, turn by turn. Each Twilio callback loads the call's state from
+the database, runs one caller turn (recording -> transcript -> brain and tools) and answers TwiML:
+<Say> then <Record> again, <Dial> for a transfer, <Hangup> at the end. Nothing about a call lives
+in process memory between callbacks: the next one may reach another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from twilio.twiml.voice_response import VoiceResponse
+
+from services.legacy.transcriber import Transcriber, TranscriberError, build_transcriber
+from services.llm.base import BrainError, Message, TextDelta, ToolCall
+from services.llm.mock import PASS_ON
+from services.orchestrator.session import DTMF_PERSON, FALLBACK_LINE
+from services.privacy import mask_phone
+from services.providers import build_brain
+from services.receptionist.profile import BusinessProfile
+from services.receptionist.tools import CallAction, CallContext, Toolbox
+from services.settings import Settings
+from services.storage import Storage, TurnRow
+from services.storage.models import utcnow
+from services.storage.recorder import plain
+from services.telephony.rest import Telephony
+
+log = logging.getLogger("zylin.legacy")
+
+RECORDING_PATH = "/api/twilio/voice-legacy/recording"
+REPROMPT = "Sorry, I didn't catch that. Could you say it again?"
+MESSAGE_OFFER = f"I'm sorry, I'm having trouble hearing you. I can take a message for the team. {PASS_ON}"
+NOT_HEARD_GOODBYE = "I'm sorry, I still can't hear you. Please call back in a little while. Goodbye!"
+TOO_SLOW = "I'm sorry, that took me too long. Could you say that again?"
+TRANSFER_FAILED = "Sorry, nobody could take your call right now. Please try again later. Goodbye."
+MAX_REPROMPTS = 2                           # in a row; then the message offer, then goodbye
+RECORDING_RETRY_DELAYS_S = (0.25, 0.5, 0.5, 1.0)  # a recording can 404 for a moment after the callback
+RECORDING_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class RecordingError(RuntimeError):
+    """The recording could not be fetched from Twilio."""
+
+
+# --- the state kept in the database between callbacks ------------------------------------------------
+
+def message_json(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def message_from_json(data: Mapping[str, Any]) -> Message:
+    return Message(role=data["role"], content=data.get("content", ""),
+                   tool_calls=[ToolCall(c["id"], c["name"], dict(c.get("arguments") or {}))
+                               for c in data.get("tool_calls", [])],
+                   tool_call_id=data.get("tool_call_id", ""), name=data.get("name", ""))
+
+
+@dataclass
+class LegacyState:
+    """A call's conversation between callbacks (the `legacy_state` column of its call row)."""
+    history: list[Message] = field(default_factory=list)
+    next_turn: int = 0          # index of the next turn row
+    recordings: int = 0         # recordings transcribed so far (the mock reads line N for the Nth)
+    misses: int = 0             # empty or unintelligible recordings in a row
+
+    def as_json(self) -> dict[str, Any]:
+        return {"history": [message_json(m) for m in self.history], "next_turn": self.next_turn,
+                "recordings": self.recordings, "misses": self.misses}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> LegacyState:
+        if not data:
+            return cls()
+        return cls(history=[message_from_json(m) for m in data.get("history", [])],
+                   next_turn=int(data.get("next_turn", 0)), recordings=int(data.get("recordings", 0)),
+                   misses=int(data.get("misses", 0)))
+
+
+@dataclass
+class Progress:
+    """What one callback's turn got done; read even when the response budget cut it short."""
+    received: float                          # monotonic: the callback arrived
+    stage: str = "recording"                 # recording | transcriber | llm
+    transcript: str | None = None
+    transcribed: bool = False                # the recording counter moves on
+    asr_s: float | None = None
+    llm_request_at: float | None = None
+    llm_first_at: float | None = None
+    tool_s: float = 0.0
+    messages: list[Message] = field(default_factory=list)
+    action: CallAction | None = None
+    events: list[tuple[str, dict[str, Any], datetime]] = field(default_factory=list)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        self.events.append((kind, plain(detail), utcnow()))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+class LegacyReceptionist:
+    """The record-mode webhooks' engine: one instance per server, no per-call memory."""
+
+    def __init__(self, settings: Settings, profile: BusinessProfile, storage: Storage, telephony: Telephony,
+                 transcriber: Transcriber | None = None) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.storage = storage
+        self.telephony = telephony
+        self.transcriber = transcriber or build_transcriber(settings)
+
+    @property
+    def action_url(self) -> str:
+        """Absolute: Twilio resolves a relative action against the URL it fetched, not PUBLIC_URL."""
+        return self.settings.public_url + RECORDING_PATH
+
+    # --- TwiML -----------------------------------------------------------------------------------
+
+    def _say(self, response: VoiceResponse, text: str) -> None:
+        response.say(text, voice=self.settings.legacy_say_voice)
+
+    def say_and_record(self, text: str) -> str:
+        response = VoiceResponse()
+        self._say(response, text)
+        response.record(action=self.action_url, method="POST", timeout=self.settings.legacy_record_timeout_s,
+                        max_length=self.settings.legacy_max_record_s, play_beep=False, trim="trim-silence",
+                        finish_on_key="0#")
+        # Twilio skips the action when nothing at all was recorded and runs the next verb instead.
+        response.redirect(self.action_url, method="POST")
+        return str(response)
+
+    def say_and_dial(self, text: str, number: str) -> str:
+        response = VoiceResponse()
+        self._say(response, text)
+        response.dial(number, timeout=25)
+        self._say(response, TRANSFER_FAILED)
+        return str(response)
+
+    def say_and_hang_up(self, text: str) -> str:
+        response = VoiceResponse()
+        self._say(response, text)
+        response.hangup()
+        return str(response)
+
+    # --- the call's first webhook ----------------------------------------------------------------------
+
+    async def answer_call(self, call_sid: str, caller: str, called: str) -> str:
+        log.info("incoming legacy call %s from %s", call_sid, mask_phone(caller))
+        await self.storage.call_opened(call_sid, caller, called, mode="legacy")
+        greeting = self.profile.greeting
+        state = LegacyState(history=[Message("assistant", greeting)], next_turn=1)
+        turn = TurnRow(idx=0, speaker="zylin", text=greeting, at=utcnow(), heard_text=greeting)
+        await self._store(call_sid, state, [turn], [], caller=caller, called=called)
+        return self.say_and_record(greeting)
+
+    # --- each recording ----------------------------------------------------------------------------
+
+    async def on_recording(self, form: Mapping[str, str]) -> str:
+        """One caller turn, answered within LEGACY_RESPONSE_BUDGET_S whatever the providers do."""
+        progress = Progress(received=time.monotonic())
+        at = utcnow()
+        call_sid, caller, called = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
+        budget = self.settings.legacy_response_budget_s
+        if form.get("Digits") == "hangup":  # the caller hung up while recording: nothing to answer
+            await self._store(call_sid, await self._state(call_sid), [], [], end_reason="twilio: caller hung up",
+                              caller=caller, called=called)
+            return str(VoiceResponse())
+        try:
+            state = await asyncio.wait_for(self._state(call_sid), budget / 4)
+        except Exception as exc:
+            log.error("legacy call %s: could not load its state (%s); starting afresh", call_sid, exc)
+            state = LegacyState()
+        context = CallContext(call_sid=call_sid, caller_phone=caller, profile=self.profile,
+                              can_transfer=True,  # <Dial> in our own answer: no REST call needed
+                              storage=self.storage, telephony=self.telephony,
+                              sms_confirmations=self.settings.sms_confirmations)
+        work = asyncio.ensure_future(self._turn(state, form, progress, Toolbox(context)))
+        left = budget - min(1.0, budget * 0.2) - (time.monotonic() - progress.received)
+        try:
+            await asyncio.wait_for(work, max(left, 0.1))
+        except asyncio.TimeoutError:
+            log.warning("legacy call %s: no answer from the %s within the %.1f s budget", call_sid,
+                        progress.stage, budget)
+            progress.event("provider_error", provider=progress.stage, error=f"no answer within {budget:g} s")
+            return await self._answer(call_sid, state, progress, TOO_SLOW, at=at, remember=False,
+                                      caller=caller, called=called)
+        except (RecordingError, TranscriberError) as exc:
+            log.warning("legacy call %s: %s", call_sid, exc)
+            progress.event("provider_error", provider=progress.stage, error=str(exc))
+            return await self._missed(call_sid, state, progress, at, caller, called)
+        except BrainError as exc:
+            log.warning("legacy call %s: brain failed: %s", call_sid, exc)
+            progress.event("provider_error", provider="llm", error=str(exc))
+            progress.messages = [Message("assistant", FALLBACK_LINE)]
+            return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
+                                      caller=caller, called=called)
+        except Exception:
+            log.exception("legacy call %s: turn failed", call_sid)
+            progress.event("provider_error", provider=progress.stage, error="unexpected")
+            progress.messages = [Message("assistant", FALLBACK_LINE)]
+            return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
+                                      caller=caller, called=called)
+        if progress.transcript is None:
+            return await self._missed(call_sid, state, progress, at, caller, called)
+        spoken = " ".join(m.content.strip() for m in progress.messages if m.role == "assistant" and m.content.strip())
+        return await self._answer(call_sid, state, progress, spoken or REPROMPT, at=at,
+                                  caller=caller, called=called)
+
+    async def _turn(self, state: LegacyState, form: Mapping[str, str], progress: Progress,
+                    toolbox: Toolbox) -> None:
+        """Recording -> transcript -> brain rounds until it stops calling tools."""
+        if form.get("Digits") == "0":
+            progress.event("dtmf", digit="0")
+            said = DTMF_PERSON
+        else:
+            said = await self._hear(state, form, progress)
+            if not said:
+                return  # nothing heard: the caller gets a re-prompt
+        progress.transcript = said
+        progress.stage = "llm"
+        history = state.history + [Message("user", said)]
+        brain = build_brain(self.settings, self.profile)
+        try:
+            for _ in range(self.settings.max_tool_rounds):
+                message = Message("assistant")
+                context = history + progress.messages
+                progress.messages.append(message)
+                calls: list[ToolCall] = []
+                if progress.llm_request_at is None:
+                    progress.llm_request_at = time.monotonic()
+                async for out in brain.respond(context, toolbox.specs):
+                    if progress.llm_first_at is None:
+                        progress.llm_first_at = time.monotonic()
+                    if isinstance(out, TextDelta):
+                        message.content += out.text
+                    elif isinstance(out, ToolCall):
+                        calls.append(out)
+                if not calls:
+                    return
+                message.tool_calls = calls
+                for call in calls:
+                    started = time.monotonic()
+                    result = await toolbox.run(call)
+                    progress.tool_s += time.monotonic() - started
+                    progress.event("tool", name=call.name, arguments=call.arguments, result=result.data)
+                    progress.messages.append(Message("tool", json.dumps(result.data), tool_call_id=call.id,
+                                                     name=call.name))
+                    if result.action is not None:
+                        progress.action = result.action
+            log.warning("brain kept calling tools on %s; stopping after %d rounds",
+                        toolbox.ctx.call_sid, self.settings.max_tool_rounds)
+        finally:
+            await brain.close()
+
+    async def _hear(self, state: LegacyState, form: Mapping[str, str], progress: Progress) -> str:
+        url = form.get("RecordingUrl", "")
+        duration = form.get("RecordingDuration", "0")
+        if not url or not duration.isdigit() or int(duration) == 0:
+            return ""
+        wav = await self.fetch_recording(url)
+        progress.stage = "transcriber"
+        started = time.monotonic()
+        text = await self.transcriber.transcribe(wav, index=state.recordings)
+        progress.asr_s = time.monotonic() - started
+        progress.transcribed = True
+        return text.strip()
+
+    async def fetch_recording(self, recording_url: str) -> bytes:
+        """The recording as WAV, with the account's credentials; it may 404 for a moment at first."""
+        url = recording_url if recording_url.endswith(".wav") else recording_url + ".wav"
+        auth = (self.settings.twilio_account_sid, self.settings.twilio_auth_token)
+        async with httpx.AsyncClient(timeout=RECORDING_TIMEOUT, auth=auth, follow_redirects=True) as http:
+            for delay in (*RECORDING_RETRY_DELAYS_S, None):
+                try:
+                    response = await http.get(url)
+                except httpx.HTTPError as exc:
+                    raise RecordingError(f"recording fetch failed: {type(exc).__name__}: {exc}") from exc
+                if response.status_code == 404 and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                if response.status_code != 200:
+                    raise RecordingError(f"recording fetch answered HTTP {response.status_code}")
+                return response.content
+        raise RecordingError("recording fetch gave up")  # not reached: the last 404 raises above
+
+    # --- answers -------------------------------------------------------------------------------------
+
+    async def _missed(self, call_sid: str, state: LegacyState, progress: Progress, at: datetime,
+                      caller: str, called: str) -> str:
+        """Nothing usable heard: re-prompt twice in a row, then offer a message, then say goodbye."""
+        state.misses += 1
+        progress.event("not_heard", misses=state.misses)
+        if state.misses <= MAX_REPROMPTS:
+            return await self._answer(call_sid, state, progress, REPROMPT, at=at, remember=False,
+                                      keep_misses=True, caller=caller, called=called)
+        if state.misses == MAX_REPROMPTS + 1:
+            progress.messages = [Message("assistant", MESSAGE_OFFER)]
+            return await self._answer(call_sid, state, progress, MESSAGE_OFFER, at=at, keep_misses=True,
+                                      caller=caller, called=called)
+        progress.action = CallAction("end_call", reason="caller not heard")
+        return await self._answer(call_sid, state, progress, NOT_HEARD_GOODBYE, at=at, remember=False,
+                                  keep_misses=True, caller=caller, called=called)
+
+    async def _answer(self, call_sid: str, state: LegacyState, progress: Progress, text: str, *,
+                      at: datetime, remember: bool = True, keep_misses: bool = False,
+                      caller: str = "", called: str = "") -> str:
+        """Store the turn and the state for the next callback, then the TwiML that speaks `text`."""
+        answered = time.monotonic()
+        if progress.transcribed:
+            state.recordings += 1
+        if not keep_misses:
+            state.misses = 0
+        turns: list[TurnRow] = []
+        if progress.transcript:
+            total_s = answered - progress.received
+            llm_s = (progress.llm_first_at - progress.llm_request_at
+                     if progress.llm_first_at is not None and progress.llm_request_at is not None else None)
+            overhead_s = total_s - (progress.asr_s or 0.0) - (llm_s or 0.0) - progress.tool_s
+            turns.append(TurnRow(
+                idx=state.next_turn, speaker="caller", text=progress.transcript, at=at, speech_end_at=at,
+                asr_ms=_ms(progress.asr_s), llm_ttft_ms=_ms(llm_s), tool_ms=_ms(progress.tool_s),
+                first_audio_ms=_ms(total_s), overhead_ms=_ms(overhead_s)))
+            if remember:
+                state.history.append(Message("user", progress.transcript))
+        if remember:
+            state.history.extend(progress.messages)
+        turns.append(TurnRow(idx=state.next_turn + len(turns), speaker="zylin", text=text, heard_text=text,
+                             at=at + timedelta(milliseconds=(answered - progress.received) * 1000)))
+        state.next_turn += len(turns)
+        action, end_reason = progress.action, None
+        if action is not None and action.kind == "transfer":
+            progress.event("transfer", target=action.target, reason=action.reason)
+            end_reason, twiml = "transferred to a person", self.say_and_dial(text, action.target)
+        elif action is not None:
+            progress.event("hang_up", reason=action.reason)
+            end_reason, twiml = "zylin ended the call", self.say_and_hang_up(text)
+        else:
+            twiml = self.say_and_record(text)
+        await self._store(call_sid, state, turns, progress.events, end_reason=end_reason,
+                          caller=caller, called=called, received=progress.received)
+        return twiml
+
+    # --- the database ---------------------------------------------------------------------------------
+
+    async def _state(self, call_sid: str) -> LegacyState:
+        return LegacyState.from_json(await self.storage.calls.legacy_state(call_sid))
+
+    async def _store(self, call_sid: str, state: LegacyState, turns: list[TurnRow],
+                     events: list[tuple[str, dict[str, Any], datetime]], *, end_reason: str | None = None,
+                     caller: str = "", called: str = "", received: float | None = None) -> None:
+        """Written before Twilio hears the answer: the next callback may reach another instance. A
+        failed write is retried in the background (the call goes on, its record catches up)."""
+        def write():
+            return self.storage.calls.legacy_turn(call_sid, state=state.as_json(), turns=turns, events=events,
+                                                  end_reason=end_reason, caller=caller, called=called)
+        left = self.settings.legacy_response_budget_s - (time.monotonic() - (received or time.monotonic()))
+        try:
+            await asyncio.wait_for(write(), max(left, 0.5))
+        except Exception as exc:
+            log.warning("legacy call %s: could not store the turn at once (%s); queued for retry", call_sid, exc)
+            self.storage.writer.submit(f"legacy turn of {call_sid}", write)
