@@ -91,18 +91,22 @@ def _int(obj: dict, key: str) -> int:
 
 
 def _media(msg: dict) -> Media:
-    media = _section(msg, "media")
-    try:
-        payload = base64.b64decode(_str(media, "payload"), validate=True)
-    except binascii.Error:
+    """50 times a second per call: the same checks as _section/_str, inlined (bench/frame_cost)."""
+    media = msg.get("media")
+    if not isinstance(media, dict):
+        raise ProtocolError("'media' event without a 'media' object")
+    payload = media.get("payload")
+    if not isinstance(payload, str) or not payload:
+        raise ProtocolError("missing or non-string field 'payload'")
+    try:  # what base64.b64decode(validate=True) does, minus its wrappers
+        ulaw = binascii.a2b_base64(payload, strict_mode=True)
+    except ValueError:  # binascii.Error, or a payload that is not even ASCII
         raise ProtocolError("media payload is not valid base64") from None
-    return Media(
-        stream_sid=_str(msg, "streamSid"),
-        track=str(media.get("track", "inbound")),
-        chunk=_int(media, "chunk"),
-        timestamp_ms=_int(media, "timestamp"),
-        payload=payload,
-    )
+    stream_sid = msg.get("streamSid")
+    if not isinstance(stream_sid, str) or not stream_sid:
+        raise ProtocolError("missing or non-string field 'streamSid'")
+    return Media(stream_sid, str(media.get("track", "inbound")), _int(media, "chunk"),
+                 _int(media, "timestamp"), ulaw)
 
 
 def _start(msg: dict) -> Start:

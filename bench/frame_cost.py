@@ -1,0 +1,117 @@
+"""CPU per inbound 20 ms frame inside Zylin's app, without sockets: the part Zylin's code owns.
+
+    python -m bench.frame_cost [--frames 50000] [--calls 20] [--json PATH]
+
+Drives the real ASGI app (Starlette route -> api/media_stream -> parse_event -> CallSession.on_media
+-> VAD -> mock recognizer) with `connected`, `start` and `--frames` media frames per call, through
+a fake ASGI receive/send, and reports CPU microseconds per frame. The socket, uvicorn and the
+WebSocket protocol come on top (bench.concurrency measures the whole: server CPU / frames per s).
+Used for before/after figures of per-frame optimisations: it is deterministic where the
+socket-level benches are at the mercy of the machine's other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench.common import AUTH_TOKEN, bench_settings, machine_line, make_settings, write_json  # noqa: E402
+
+SILENCE = b"\xff" * 160
+
+
+async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
+    from twilio.request_validator import RequestValidator
+
+    from main import create_app
+    from services.simulator.voice import speech_ulaw
+    from services.telephony import media_streams as wire
+    from services.telephony.webhook import stream_token
+
+    tmp = tempfile.TemporaryDirectory(prefix="zylin-frame-cost-")
+    settings = make_settings(bench_settings(database_url=f"sqlite+aiosqlite:///{tmp.name}/bench.db",
+                                            idle_timeout_s=1e6))
+    app = create_app(settings)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(settings.media_stream_url, {})
+    voice = speech_ulaw("How much is a cleaning?")
+    voiced = [voice[i:i + 160] for i in range(0, len(voice) - 159, 160)]
+    per_frame = []
+    async with app.router.lifespan_context(app):
+        for c in range(calls):
+            call_sid, stream_sid = f"CA{c:032d}", f"MZ{c:032d}"
+            token = stream_token(call_sid, settings.token_secret)
+            messages = [{"type": "websocket.connect"},
+                        {"type": "websocket.receive", "text": wire.inbound_connected()},
+                        {"type": "websocket.receive", "text": wire.inbound_start(
+                            1, stream_sid, call_sid, "AC" + "0" * 32,
+                            {"callSid": call_sid, "from": "+15551230001", "to": "+15559870000",
+                             "token": token, "mockScript": "[]"})}]
+            for i in range(frames):
+                payload = voiced[i % len(voiced)] if voiced_every and i % voiced_every < len(voiced) else SILENCE
+                messages.append({"type": "websocket.receive",
+                                 "text": wire.inbound_media(i + 2, stream_sid, i + 1, i * 20, payload)})
+            messages.append({"type": "websocket.receive",
+                             "text": wire.inbound_stop(frames + 2, stream_sid, call_sid, "AC" + "0" * 32)})
+            feed = iter(messages)
+            clock: dict[str, float] = {}
+
+            async def receive() -> dict[str, Any]:
+                message = next(feed, None)
+                if message is None:
+                    return {"type": "websocket.disconnect", "code": 1000}
+                text = message.get("text", "")
+                if text.startswith('{"event":"media"') and "cpu0" not in clock:
+                    await asyncio.sleep(0.05)  # let the greeting go out before timing
+                    clock["cpu0"] = time.process_time()
+                elif '"stop"' in text[:30]:
+                    clock["cpu1"] = time.process_time()
+                return message
+
+            async def send(message: dict[str, Any]) -> None:
+                return None
+
+            scope = {"type": "websocket", "path": "/media-stream", "raw_path": b"/media-stream",
+                     "query_string": b"", "headers": [(b"x-twilio-signature", signature.encode()),
+                                                      (b"host", b"zylin.bench.test")],
+                     "scheme": "ws", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+                     "subprotocols": [], "asgi": {"version": "3.0"}, "state": {}}
+            await app(scope, receive, send)
+            per_frame.append((clock["cpu1"] - clock["cpu0"]) / frames * 1e6)
+    with contextlib.suppress(Exception):
+        tmp.cleanup()
+    per_frame.sort()
+    return {"frames_per_call": frames, "calls": calls, "us_per_frame_best": per_frame[0],
+            "us_per_frame_median": per_frame[len(per_frame) // 2],
+            "calls_per_core_at_100pct": 1e6 / (per_frame[0] * 50)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="CPU per inbound frame inside the app")
+    parser.add_argument("--frames", type=int, default=5000, help="media frames per call")
+    parser.add_argument("--calls", type=int, default=10, help="calls (the best and median are kept)")
+    parser.add_argument("--voiced-every", type=int, default=250,
+                        help="every N frames the caller says a line (0: silence only)")
+    parser.add_argument("--json", help="write results as JSON here")
+    args = parser.parse_args(argv)
+    import logging
+    logging.basicConfig(level="ERROR")
+    results = asyncio.run(run(args.frames, args.calls, args.voiced_every))
+    print(f"app-level CPU per inbound frame ({machine_line()}):")
+    print(f"  best {results['us_per_frame_best']:.2f} us, median {results['us_per_frame_median']:.2f} us "
+          f"over {args.calls} calls x {args.frames} frames "
+          f"(= {results['calls_per_core_at_100pct']:.0f} calls per core for this part alone)")
+    write_json(args.json, "frame_cost", args, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
