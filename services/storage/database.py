@@ -81,7 +81,9 @@ class Database:
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (Alembic), as `alembic upgrade head` does."""
         try:
-            async with self.engine.begin() as conn:
+            # A write transaction from the start: several workers starting on one SQLite file
+            # queue up behind each other instead of failing with "database is locked".
+            async with self.engine.execution_options(zylin_write=True).begin() as conn:
                 if self.dialect == "postgresql":
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
                 await conn.run_sync(_upgrade_head)
@@ -104,7 +106,7 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
     def on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN; see the module docstring
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=30000", "synchronous=NORMAL"):
+        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
