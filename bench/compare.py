@@ -66,7 +66,7 @@ async def run(variants: list[dict[str, Any]], calls: int, repeat: int, window_s:
     rows = []
     for v in variants:
         rs = runs[v["name"]]
-        med = {k: statistics.median([x[k] for x in rs if x[k] is not None] or [0])
+        med = {k: (statistics.median(vals) if (vals := [x[k] for x in rs if x[k] is not None]) else None)
                for k in ("loop_us_per_frame", "cpu", "loop_cpu", "lag_p99", "overhead_p99", "other_cpu")}
         rows.append({"variant": v["name"], "runs": len(rs), **med, "gaps": sum(x["gaps"] for x in rs),
                      "lag_p99_all": " / ".join(str(x["lag_p99"]) for x in rs),
@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=15.0)
     parser.add_argument("--warm", type=float, default=8.0)
     parser.add_argument("--variant", action="append", required=True, help="name=option,option...")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 calls, one round, 2 s")
     parser.add_argument("--json", help="write results as JSON here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.repeat, args.window, args.warm = 3, 1, 2.0, 1.0
     results = asyncio.run(run([parse_variant(v) for v in args.variant], args.calls, args.repeat,
                               args.window, args.warm))
     print()

@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=10, help="calls (the best and median are kept)")
     parser.add_argument("--voiced-every", type=int, default=250,
                         help="every N frames the caller says a line (0: silence only)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 calls x 500 frames")
     parser.add_argument("--json", help="write results as JSON here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.calls = 500, 2
     import logging
     logging.basicConfig(level="ERROR")
     results = asyncio.run(run(args.frames, args.calls, args.voiced_every))

@@ -53,9 +53,13 @@ def render(rows: list[dict[str, Any]], calls: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="full-collection stall with and without gc.freeze()")
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 calls, 1 s")
     parser.add_argument("--json", help="write results as JSON here")
     args = parser.parse_args(argv)
-    rows = asyncio.run(run(args.calls))
+    hold_s = 8.0
+    if args.quick:
+        args.calls, hold_s = 5, 1.0
+    rows = asyncio.run(run(args.calls, hold_s))
     print(render(rows, args.calls))
     write_json(args.json, "gc_pause", args, rows)
     return 0

@@ -7,8 +7,9 @@ bottleneck on a 2-core machine, so this module does the same protocol more cheap
 - one shared ticker sends every call's 20 ms `media` frame; calls are spread over 4 phase slots
   per period (as real calls start at random instants), and the ticker records its own lateness;
 - a minimal WebSocket client on a raw asyncio transport: text frames written with a zero masking
-  key (legal on the wire; the XOR is a no-op, so no per-byte work), the server's frames parsed by
-  hand; pings answered;
+  key (RFC 6455 wants clients to pick unpredictable keys, but a server cannot tell and must unmask
+  whatever key comes; with 0 the XOR is a no-op, so no per-byte work), the server's frames parsed
+  by hand; pings answered;
 - payloads pre-encoded: every caller line is rendered once (services.simulator.voice) and cut into
   base64 frames up front, so a tick only formats one short f-string per call;
 - the caller's ear is a playout clock, not a player task: each `media` extends "buffer plays out
@@ -642,8 +643,9 @@ async def run_load(server: Any, n: int, *, ramp_s: float | None = None, warm_s: 
         machine_pct = 100.0 * (busy1 - busy0) / wall
         out["steal_pct"] = round(100.0 * (steal1 - steal0) / wall, 1)
         server_pct = 100.0 * (sum(cpu_seconds(pid) for pid in server.pids) - server0) / wall
-        out["loop_cpu_pct"] = round(100.0 * (sum(cpu_seconds(pid, thread=pid) for pid in server.pids)
-                                             - loop0) / wall / len(server.pids), 1)
+        loop_total = 100.0 * (sum(cpu_seconds(pid, thread=pid) for pid in server.pids) - loop0) / wall
+        out["loop_cpu_pct"] = round(loop_total / len(server.pids), 1)   # per process (one core each)
+        out["loop_cpu_total_pct"] = round(loop_total, 1)
         out["gen_cpu_pct"] = round(gen_pct, 1)
         out["other_cpu_pct"] = round(max(0.0, machine_pct - server_pct - gen_pct), 1)
         if spy is not None:

@@ -20,6 +20,13 @@ GET /bench/stats?reset=1   lag + handling histograms, turns, greetings, open str
                            (reset=1 starts a new window; reset=all also forgets greetings)
 GET /bench/gc              gc.collect(), RSS, live objects (+ Zylin's per-call objects by type)
 GET /bench/tracemalloc?action=start|snapshot|diff   top allocation growth since the snapshot
+
+Experiment switches (environment of the server process; off = the app exactly as main.py runs it):
+ZYLIN_BENCH_GC_FREEZE=1        gc.collect(); gc.freeze() once the server is up (bench.gc_pause)
+ZYLIN_BENCH_BRAIN_BURST=1      the mock brain hands over its words without a loop turn between them
+ZYLIN_BENCH_TTS_PACE=2         the TTS streams at most 2x real time after its first chunk
+ZYLIN_BENCH_SWITCH_INTERVAL=s  sys.setswitchinterval(s) (GIL hand-over between threads)
+ZYLIN_BENCH_SAMPLE_EVERY=4     time every 4th stream frame by frame (1: every stream)
 """
 
 from __future__ import annotations

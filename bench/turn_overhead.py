@@ -41,11 +41,14 @@ def row_of(r: dict[str, Any]) -> dict[str, Any]:
     turns = [t for t in s["turns"] if t.get("overhead_ms") is not None]
     over = summary([t["overhead_ms"] for t in turns])
     greet = summary(s["greetings_ms"])
+    parts = {k: percentile([t[k] for t in turns if t.get(k) is not None], 99)
+             for k in ("turn_to_llm", "first_sentence", "audio_out")}
     greet_client = summary(g["greetings_ms"])
     return {
         "n": r["n"], "speed": r["speed"], "turns": over["n"],
         "overhead_p50": over["p50"], "overhead_p95": over["p95"], "overhead_p99": over["p99"],
-        "overhead_max": over["max"],
+        "overhead_max": over["max"], "turn_to_llm_p99": parts["turn_to_llm"],
+        "first_sentence_p99": parts["first_sentence"], "audio_out_p99": parts["audio_out"],
         "first_audio_p50": percentile([t["first_audio_ms"] for t in turns], 50),
         "llm_tts_p50": percentile([(t["llm_ttft_ms"] or 0) + (t["tts_ttfb_ms"] or 0) for t in turns], 50),
         "greetings": greet["n"], "greeting_p50": greet["p50"], "greeting_p99": greet["p99"],
@@ -57,6 +60,8 @@ def row_of(r: dict[str, Any]) -> dict[str, Any]:
 
 COLUMNS = [("n", "calls"), ("speed", "pace x"), ("turns", "turns"), ("overhead_p50", "overhead p50"),
            ("overhead_p95", "p95"), ("overhead_p99", "p99"), ("overhead_max", "max"),
+           ("turn_to_llm_p99", "p99 of: transcript->brain"), ("first_sentence_p99", "first token->first sentence"),
+           ("audio_out_p99", "tts bytes->frame sent"),
            ("first_audio_p50", "first audio p50"), ("llm_tts_p50", "llm+tts p50"),
            ("greetings", "greetings"), ("greeting_p50", "greeting p50"), ("greeting_p99", "greeting p99"),
            ("greeting_max", "greeting max"), ("greeting_client_p99", "greeting heard p99"),
@@ -66,7 +71,7 @@ COLUMNS = [("n", "calls"), ("speed", "pace x"), ("turns", "turns"), ("overhead_p
 
 async def run(calls: list[int], window_s: float, solo_speed: float, lines: int, warm_s: float,
               settings: dict[str, Any] | None = None, progress: bool = True, server: Any = None,
-              warm_up: bool = True) -> dict[str, Any]:
+              warm_up: bool = True, server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One fresh server process per N (or the given `server`, for a smoke test)."""
     rows, raw = [], []
     for n in calls:
@@ -75,7 +80,7 @@ async def run(calls: list[int], window_s: float, solo_speed: float, lines: int, 
             r = await run_load(server, n, warm_s=warm_s, window_s=window_s, speed=speed,
                                lines_per_call=lines, warm_up=warm_up)
         else:
-            with ServerProcess(settings or bench_settings()) as srv:
+            with ServerProcess(settings or bench_settings(), extra_env=server_env) as srv:
                 r = await run_load(srv, n, warm_s=warm_s, window_s=window_s, speed=speed,
                                    lines_per_call=lines, warm_up=warm_up)
         row = row_of(r)
@@ -103,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=float, default=4.0)
     parser.add_argument("--lines", type=int, default=3, help="caller lines per call before hanging up")
     parser.add_argument("--solo-speed", type=float, default=8.0, help="pace of the N=1 run")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the server process (experiments, see bench.server)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one call, 2 s")
     parser.add_argument("--json", help="write results as JSON here")
     args = parser.parse_args(argv)
     calls = [int(x) for x in args.calls.split(",") if x.strip()]
     if args.quick:
         calls, args.window, args.warm = [1], 2.0, 0.5
-    results = asyncio.run(run(calls, args.window, args.solo_speed, args.lines, args.warm))
+    results = asyncio.run(run(calls, args.window, args.solo_speed, args.lines, args.warm,
+                              server_env=dict(kv.split("=", 1) for kv in args.server_env)))
     print()
     print(render(results))
     write_json(args.json, "turn_overhead", args, {"rows": results["rows"], "targets": results["targets"]})
