@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from deepgram.environment import DeepgramClientEnvironment
 import pytest_asyncio
 
 from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
@@ -107,7 +108,8 @@ def test_keyterms_are_the_business_name_and_its_services_without_repeats():
 
 
 @pytest.mark.parametrize("base_url, http, ws", [
-    ("", "https://api.deepgram.com", "wss://api.deepgram.com"),
+    # No setting: the SDK's own production environment (built, never connected to).
+    ("", DeepgramClientEnvironment.PRODUCTION.base, DeepgramClientEnvironment.PRODUCTION.production),
     ("https://dg.example.com", "https://dg.example.com", "wss://dg.example.com"),
     ("wss://dg.example.com/", "https://dg.example.com", "wss://dg.example.com"),
     ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080", "ws://127.0.0.1:8080"),
