@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -70,6 +71,10 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.storage.start()  # migrate, sweep calls a dead server left open
         await runtime.warm_up()
+        # Everything built so far lives as long as the server: keep it out of the collector, so
+        # a full collection pauses every call for ~13 ms instead of ~124 ms (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         yield
         await runtime.tts.close()
         await runtime.telephony.close()

@@ -125,6 +125,7 @@ def _media_with(**media_fields) -> str:
     ('{"streamSid": "MZ1"}', "unknown event None"),
     (_media_with(payload=None), "payload"),
     (_media_with(payload="***not base64***"), "base64"),
+    (_media_with(payload="ünïcödé"), "base64"),
     (_media_with(chunk="one"), "chunk"),
     (json.dumps({"event": "media", "streamSid": SID}), "media"),
     (json.dumps({"event": "start", "streamSid": SID, "start": {"streamSid": SID}}), "callSid"),
@@ -132,7 +133,7 @@ def _media_with(**media_fields) -> str:
     ("[" * 100_000 + "]" * 100_000, "JSON"),
     ('{"a":' * 100_000 + "1" + "}" * 100_000, "JSON"),
 ], ids=["invalid-json", "json-array", "unknown-event", "no-event", "media-no-payload",
-        "bad-base64", "non-numeric-chunk", "media-no-media", "start-no-callsid", "mark-no-name",
+        "bad-base64", "non-ascii-payload", "non-numeric-chunk", "media-no-media", "start-no-callsid", "mark-no-name",
         "deep-array", "deep-object"])
 def test_a_malformed_frame_is_a_protocol_error_that_names_the_problem(frame: str, complaint: str) -> None:
     with pytest.raises(ProtocolError) as caught:
