@@ -176,12 +176,10 @@ def _page(request: Request, template: str, context: dict[str, Any], status_code:
 
 @admin_only
 async def calls_page(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        query = Query.parse(request, runtime.profile.tz)
+        query, calls, total = await _calls(request)
     except BadFilter as error:
         return _bad(request, error)
-    calls, total = await runtime.storage.calls.list_calls(query.calls, page=query.page, per_page=query.per_page)
     pages = max(1, -(-total // query.per_page))
     return _page(request, "calls.html", {"title": "Calls", "calls": calls, "total": total, "query": query,
                                          "pages": pages})
@@ -223,6 +221,13 @@ async def messages_page(request: Request) -> Response:
                                             "query": query, "pages": max(1, -(-total // query.per_page))})
 
 
+async def _calls(request: Request) -> tuple[Query, list, int]:
+    runtime = _runtime(request)
+    query = Query.parse(request, runtime.profile.tz)
+    calls, total = await runtime.storage.calls.list_calls(query.calls, page=query.page, per_page=query.per_page)
+    return query, calls, total
+
+
 async def _messages(request: Request) -> tuple[Query, list, int]:
     runtime = _runtime(request)
     query = Query.parse(request, runtime.profile.tz)
@@ -251,12 +256,10 @@ def _booking_filter(request: Request, tz: ZoneInfo) -> BookingFilter:
 
 @admin_only
 async def api_calls(request: Request) -> Response:
-    runtime = _runtime(request)
     try:
-        query = Query.parse(request, runtime.profile.tz)
+        query, calls, total = await _calls(request)
     except BadFilter as error:
         return _bad(request, error)
-    calls, total = await runtime.storage.calls.list_calls(query.calls, page=query.page, per_page=query.per_page)
     return JSONResponse({"calls": [c.as_json() for c in calls], "total": total, "page": query.page,
                          "per_page": query.per_page, "filters": query.as_json()})
 
