@@ -10,7 +10,10 @@ import pytest
 from services.receptionist.availability import (
     candidate_starts, free_slots, local_datetime, nearest_free, refusal, spoken_datetime,
 )
+from services.llm.base import ToolCall
 from services.receptionist.profile import load_profile, parse_profile
+from services.receptionist.tools import CallContext, Toolbox
+from services.storage import Storage
 from tests.conftest import ROOT
 
 NY = ZoneInfo("America/New_York")
@@ -98,3 +101,33 @@ def test_times_that_do_not_exist_in_the_spring_dst_gap_are_skipped():
     starts = [s.start.strftime("%H:%M") for s in candidate_starts(night, night.services[0], date(2026, 3, 8))]
     assert "02:00" not in starts and "02:30" not in starts
     assert starts[:4] == ["00:00", "00:30", "01:00", "01:30"] and "03:00" in starts
+
+
+# --- holidays: booking on 24 and 25 December 2026 through the tool, by the call's clock ----------
+
+SUNDAY_BEFORE_CHRISTMAS = datetime(2026, 12, 20, 9, 0, tzinfo=NY)
+
+
+async def book(database, profile, start: str) -> dict:
+    """book_appointment as a brain calls it, on a real database, with the clock on 20 December."""
+    tools = Toolbox(CallContext(call_sid="CA" + "e" * 32, caller_phone="+15559876543", profile=profile,
+                                can_transfer=False, storage=Storage(database),
+                                clock=lambda: SUNDAY_BEFORE_CHRISTMAS))
+    result = await tools.run(ToolCall("call_1", "book_appointment",
+                                      {"service": "Cleaning", "start": start, "customer_name": "Ann Lee"}))
+    return result.data
+
+
+async def test_christmas_eve_books_inside_its_short_hours_only(database, profile):
+    morning = await book(database, profile, "2026-12-24T10:00")
+    assert morning["ok"] is True and morning["spoken_start"] == "Thursday, December 24 at 10 am"
+    afternoon = await book(database, profile, "2026-12-24T14:00")   # a normal Thursday runs to 19:00
+    assert afternoon["ok"] is False and "doesn't fit our opening hours" in afternoon["reason"]
+    assert all(a < "2026-12-24T12:00" or a >= "2026-12-25" for a in afternoon["alternatives"])
+
+
+@pytest.mark.parametrize("start", ["2026-12-25T09:00", "2026-12-25T10:30", "2026-12-25T14:00"])
+async def test_christmas_day_refuses_every_time_as_closed(database, profile, start):
+    data = await book(database, profile, start)
+    assert data["ok"] is False and data["reason"] == "we're closed on Friday, December 25"
+    assert not any(a.startswith("2026-12-25") for a in data["alternatives"])

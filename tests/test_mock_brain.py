@@ -12,8 +12,9 @@ import pytest
 
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.llm.mock import MockBrain
-from services.receptionist.profile import parse_profile
+from services.receptionist.profile import load_profile, parse_profile
 from services.receptionist.tools import tool_specs
+from tests.conftest import ROOT
 
 PROFILE = parse_profile({
     "name": "Bright Smile Dental",
@@ -52,7 +53,7 @@ def user(text: str) -> list[Message]:
 
 @pytest.mark.asyncio
 async def test_a_question_about_hours_is_answered_from_the_profile_in_a_stream_of_words() -> None:
-    deltas, text, calls = await turn(MockBrain(PROFILE), user("What time do you close on Friday?"))
+    deltas, text, calls = await turn(MockBrain(PROFILE), user("What are your opening hours?"))
     assert text == PROFILE.hours_sentence()
     assert calls == []
     assert len(deltas) == len(text.split()) > 3
@@ -503,3 +504,55 @@ async def test_a_corrected_name_is_read_back_again() -> None:
     assert "for Lee," in text
     text, tool = await call.says("Sorry, my name is actually Ann Lee")
     assert "for Ann Lee," in text and text.endswith("Shall I book it?") and tool is None
+
+
+# --- holidays: the example profile closes on 25 December 2026 and shortens the 24th ---------------
+
+EXAMPLE = load_profile(ROOT / "business.example.toml")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def brain_on(day: datetime) -> MockBrain:
+    """The mock brain of the example business, with the call's clock at 9 am that day."""
+    return MockBrain(EXAMPLE, clock=lambda: day.replace(hour=9, tzinfo=NEW_YORK))
+
+
+@pytest.mark.asyncio
+async def test_the_hours_answer_mentions_the_holidays_of_the_next_two_weeks() -> None:
+    _, text, _ = await turn(brain_on(datetime(2026, 12, 20)), user("What are your opening hours?"))
+    assert text.startswith(EXAMPLE.hours_sentence())
+    assert text.endswith("Exceptions to the usual hours: Thursday, December 24: open 9 am to 12 pm only; "
+                         "Friday, December 25: closed; Friday, January 1: closed.")
+
+
+@pytest.mark.asyncio
+async def test_the_hours_answer_far_from_any_holiday_is_just_the_week() -> None:
+    _, text, _ = await turn(brain_on(datetime(2026, 11, 30)), user("What are your opening hours?"))
+    assert text == EXAMPLE.hours_sentence()
+
+
+@pytest.mark.parametrize("question", ["Are you open on Christmas?", "Are you open on December 25?",
+                                      "are you open on the 25th?", "What time do you open on Christmas Day?"])
+@pytest.mark.asyncio
+async def test_the_offline_brain_says_it_is_closed_on_christmas_day(question: str) -> None:
+    _, text, calls = await turn(brain_on(datetime(2026, 12, 20)), user(question))
+    assert text == "We're closed on Friday, December 25."
+    assert calls == []
+
+
+@pytest.mark.parametrize("question", ["Are you open on the 24th?", "What time do you close on Christmas Eve?",
+                                      "Are you open on December 24?"])
+@pytest.mark.asyncio
+async def test_christmas_eve_is_answered_with_its_special_hours(question: str) -> None:
+    _, text, _ = await turn(brain_on(datetime(2026, 12, 20)), user(question))
+    assert text == "We're open 9 am to 12 pm on Thursday, December 24 (special hours)."
+
+
+@pytest.mark.asyncio
+async def test_a_day_question_is_answered_for_that_date_today_and_tomorrow_included() -> None:
+    _, text, _ = await turn(brain_on(datetime(2026, 12, 24)), user("Are you open tomorrow?"))
+    assert text == "We're closed tomorrow, Friday, December 25."
+    _, text, _ = await turn(brain_on(datetime(2026, 12, 24)), user("What time do you close today?"))
+    assert text == "We're open 9 am to 12 pm today, Thursday, December 24 (special hours)."
+    _, text, _ = await turn(brain_on(datetime(2026, 12, 1)), user("What time do you close on Friday?"))
+    assert text == "We're open 9 am to 3 pm on Friday, December 4."

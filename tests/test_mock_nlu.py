@@ -52,6 +52,26 @@ def test_dates_are_read_relative_to_today(said: str, expected: date | None) -> N
 
 
 @pytest.mark.parametrize("said, expected", [
+    ("Are you open on Christmas?", date(2026, 12, 25)),
+    ("what about christmas day", date(2026, 12, 25)),
+    ("Xmas", date(2026, 12, 25)),
+    ("on Christmas Eve", date(2026, 12, 24)),
+    ("Boxing Day", date(2026, 12, 26)),
+    ("New Year's Eve", date(2026, 12, 31)),
+    ("are you open on new years day", date(2027, 1, 1)),
+    ("New Year\u2019s", date(2027, 1, 1)),
+    ("sometime in the new year", None),  # a season, not a date
+])
+def test_holidays_are_read_as_their_next_date(said: str, expected: date | None) -> None:
+    assert nlu.parse_date(said, TODAY) == expected
+
+
+def test_a_holiday_already_past_this_year_is_next_year_s() -> None:
+    assert nlu.parse_date("christmas", date(2026, 12, 27)) == date(2027, 12, 25)
+    assert nlu.parse_date("christmas", date(2026, 12, 25)) == date(2026, 12, 25)  # today still counts
+
+
+@pytest.mark.parametrize("said, expected", [
     ("at 3", (15, 0)),  # 1-6 without am/pm: business hours, so pm
     ("at 9", (9, 0)),  # 7-11: am
     ("at 12", (12, 0)),
@@ -162,6 +182,7 @@ def test_services_are_found_by_name_or_a_word_of_it(said: str, expected: str | N
     ("I'd like to reschedule", "reschedule"),
     ("move my appointment to Friday at 10", "reschedule"),
     ("What time do you close on Friday?", "hours"),
+    ("Are you open on Christmas?", "hours"),
     ("how much is whitening", "prices"),
     ("where are you?", "address"),
     ("I'd like to book an appointment", "book"),

@@ -161,7 +161,7 @@ class Dialogue:
 
     def _answer_question(self, text: str, kind: nlu.Intent) -> str | None:
         if kind == "hours":
-            return self.profile.hours_sentence()
+            return self._hours_answer(text)
         if kind == "prices":
             service = nlu.find_service(text, self.profile) or self._planned_service()
             return _service_sentence(service) if service else self.profile.services_sentence()
@@ -171,6 +171,16 @@ class Dialogue:
         if kind == "address" and self.profile.address:
             return f"We're at {self.profile.address}."
         return None
+
+    def _hours_answer(self, text: str) -> str:
+        """A named day is answered for that date (holidays included); otherwise the week, and
+        any holidays or special hours coming up in the next two weeks."""
+        day = nlu.parse_date(text, self.today)
+        if day is not None:
+            return _day_hours(self.profile, day, self.today)
+        week = self.profile.hours_sentence()
+        upcoming = self.profile.exceptions_sentence(self.today)
+        return f"{week} {upcoming}" if upcoming else week
 
     def _mentions_booking(self, text: str) -> bool:
         return bool(nlu.find_service(text, self.profile) or nlu.parse_date(text, self.today)
@@ -528,6 +538,20 @@ def _result_data(message: Message) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _day_hours(profile: BusinessProfile, day: date, today: date) -> str:
+    """One date's opening hours in words, from open_span: exceptions first, then the week."""
+    when = f"on {_spoken_day(day)}"
+    if day == today:
+        when = f"today, {_spoken_day(day)}"
+    elif (day - today).days == 1:
+        when = f"tomorrow, {_spoken_day(day)}"
+    span = profile.open_span(day)
+    if span is None:
+        return f"We're closed {when}."
+    special = " (special hours)" if day in profile.exceptions else ""
+    return f"We're open {span.spoken()} {when}{special}."
 
 
 def _service_sentence(service: Service) -> str:

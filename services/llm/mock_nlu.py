@@ -11,8 +11,9 @@ Conventions (said once here, relied on by the dialogue):
   "next Tuesday" is the Tuesday of next week. The dialogue reads the full date back, so a
   caller who meant otherwise hears it.
 - Dates: "today", "tomorrow", "the day after tomorrow", "Nov 24", "November 24th",
-  "24th of November", "the 24th", ISO "2026-11-24". A date without a year that has passed is
-  next year's. Numeric "24/11" is ambiguous (day/month or month/day) and is not understood.
+  "24th of November", "the 24th", ISO "2026-11-24", and the holidays owners close for
+  ("Christmas", "Christmas Eve", "Boxing Day", "New Year's Eve", "New Year's Day"). A date
+  without a year that has passed is next year's. Numeric "24/11" is ambiguous (day/month or month/day) and is not understood.
 """
 
 from __future__ import annotations
@@ -118,6 +119,19 @@ def _month_ahead(today: date, day: int) -> date | None:
     return None
 
 
+# Holidays by name, most specific first ("Christmas Eve" before "Christmas").
+_HOLIDAYS = ((r"\bchristmas eve\b", 12, 24), (r"\b(?:christmas|xmas)(?: day)?\b", 12, 25),
+             (r"\bboxing day\b", 12, 26), (r"\bnew year(?:'s|s)? eve\b", 12, 31),
+             (r"\bnew year(?:'s|s)(?: day)?\b|\bnew year day\b", 1, 1))
+
+
+def _holiday(text: str, today: date) -> date | None:
+    for pattern, month, day in _HOLIDAYS:
+        if re.search(pattern, text):
+            return _year_ahead(today, month, day, None)
+    return None
+
+
 def parse_date(text: str, today: date) -> date | None:
     """A calendar date named in the text, relative to `today` (see the module notes)."""
     text = normalise(text)
@@ -130,6 +144,8 @@ def parse_date(text: str, today: date) -> date | None:
         return _year_ahead(today, MONTHS[m[1]], int(m[2]), int(m[3]) if m[3] else None)
     if m := re.search(rf"\b(\d{{1,2}}){_ORDINAL}?\s+(?:of\s+)?{_MONTH}(?:,?\s*(\d{{4}})\b)?", text):
         return _year_ahead(today, MONTHS[m[2]], int(m[1]), int(m[3]) if m[3] else None)
+    if (holiday := _holiday(text, today)) is not None:
+        return holiday
     if m := re.search(rf"\b(\d{{1,2}}){_ORDINAL}\b", text):
         return _month_ahead(today, int(m[1]))
     if re.search(r"\bday after tomorrow\b", text):
