@@ -7,13 +7,17 @@ import logging
 
 import numpy as np
 import pytest
-from deepgram.environment import DeepgramClientEnvironment
 import pytest_asyncio
+from deepgram.environment import DeepgramClientEnvironment
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
 from services.asr.deepgram import DeepgramRecognizer, deepgram_environment, keyterms_for
 from services.receptionist.profile import parse_profile
 from services.settings import Settings
+from services.simulator.caller import CallerLine
+from tests.conftest import running_zylin
 from tests.fakes.deepgram_server import FakeDeepgram
 
 PROFILE = parse_profile({
@@ -26,6 +30,13 @@ FRAME = 320  # 20 ms of PCM16 at 8 kHz
 
 def frames(count: int, value: int = 1) -> list[bytes]:
     return [int(value).to_bytes(2, "little", signed=True) * (FRAME // 2) for _ in range(count)]
+
+
+def voice(seconds: float) -> list[bytes]:
+    """A 220 Hz tone, loud enough for the scripted fake to hear as speech, in 20 ms frames."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    audio = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+    return [audio[i:i + FRAME] for i in range(0, len(audio), FRAME)]
 
 
 def settings_for(fake: FakeDeepgram, **overrides) -> Settings:
@@ -166,7 +177,9 @@ async def test_a_stream_without_keepalives_is_closed_by_the_fake_as_by_deepgram(
         session = await fake.wait_session(0)
         await session.wait_closed()
         assert session.close_code == 1011
-        await fake.wait_session(1)   # ... and the recognizer reconnected by itself
+        again = await fake.wait_session(1)   # ... and the recognizer reconnected by itself
+        await recognizer.send(frames(1, value=9)[0])
+        await again.wait_audio_bytes(FRAME)  # and goes on carrying the call's audio
         await recognizer.close()
 
 
@@ -195,8 +208,11 @@ async def test_an_empty_answer_to_finalize_still_closes_the_open_turn_once(deepg
     session = await deepgram.wait_session(0)
 
     await session.send_results("Do you take insurance?", is_final=True, start=0.2, duration=1.2)
+    for frame in frames(10):                          # trailing audio: something to flush
+        await recognizer.send(frame)
     await recognizer.finalize()
-    await session.wait_control("Finalize")          # the fake answers with an empty from_finalize
+    await session.wait_until(lambda: any(m.get("from_finalize") for m in session.sent))
+    assert session.sent[-1]["channel"]["alternatives"][0]["transcript"] == ""   # an empty answer
     await session.send_utterance_end(1.4)             # Deepgram's own, for the same words
 
     assert (await events.next()).text == "Do you take insurance?"
@@ -452,3 +468,116 @@ async def test_spoken_audio_comes_back_as_the_scripted_line_with_deepgrams_messa
     assert final.end_s == pytest.approx(1.0)
     assert fake.heard == ["I'd like to book a cleaning."]
     assert after == []
+
+
+
+# --- Finalize "may" be answered: Zylin must not wait for it ------------------------------------------
+def finalize_answers(session) -> list[str]:
+    return [m["channel"]["alternatives"][0]["transcript"] for m in session.sent if m.get("from_finalize")]
+
+
+@pytest.mark.asyncio
+async def test_the_fake_answers_finalize_only_when_audio_waits_to_be_transcribed(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    session = await deepgram.wait_session(0)
+
+    await recognizer.finalize()                            # 1: no audio yet, nothing to flush
+    for frame in frames(10):
+        await recognizer.send(frame)
+    await recognizer.finalize()                            # 2: 0.2 s untranscribed: answered
+    await session.wait_until(lambda: len(finalize_answers(session)) == 1)
+    await session.send_results("Hello.", is_final=True, start=0.0, duration=0.2)  # all transcribed
+    await recognizer.finalize()                            # 3: nothing new since: no answer
+    session.finalize_transcript = "Goodbye."
+    await recognizer.finalize()                            # 4: words waiting: answered
+    await session.wait_control("Finalize", count=4)
+    await session.wait_until(lambda: len(finalize_answers(session)) == 2)
+
+    # The fake handles messages in order: by the 4th answer, the 1st and 3rd were passed over.
+    assert finalize_answers(session) == ["", "Goodbye."]
+
+
+@pytest.mark.asyncio
+async def test_in_script_mode_finalize_flushes_speech_but_not_the_silence_between(recognizers):
+    async with FakeDeepgram(script=["Hello there.", "Thanks."]) as fake:
+        recognizer = await recognizers(fake)
+        session = await fake.wait_session(0)
+        for frame in voice(0.6):
+            await recognizer.send(frame)
+        await recognizer.finalize()                        # mid-speech: the words so far are final
+        for frame in frames(25, value=0):
+            await recognizer.send(frame)
+        await recognizer.finalize()                        # between utterances: nothing to answer
+        for frame in voice(0.6):
+            await recognizer.send(frame)
+        await recognizer.finalize()
+        await session.wait_control("Finalize", count=3)
+        await session.wait_until(lambda: len(finalize_answers(session)) == 2)
+
+    assert finalize_answers(session) == ["Hello there.", "Thanks."]
+
+
+@pytest.mark.asyncio
+async def test_a_turn_still_closes_at_deepgram_s_endpoint_when_finalize_is_never_answered(recognizers):
+    async with FakeDeepgram(script=["I'd like to book a cleaning."], answer_finalize=False) as fake:
+        recognizer = await recognizers(fake)
+        events = Events(recognizer)
+        for frame in voice(1.0):
+            await recognizer.send(frame)
+        await recognizer.finalize()                        # local VAD heard the end: unanswered
+        for frame in frames(50, value=0):                  # 1 s of quiet after it
+            await recognizer.send(frame)
+
+        seen = [await events.next()]
+        while not (isinstance(seen[-1], Transcript) and seen[-1].speech_final):
+            seen.append(await events.next())
+        session = fake.sessions[0]
+
+    assert seen[-1].text == "I'd like to book a cleaning." and seen[-1].is_final
+    assert "Finalize" in session.controls and finalize_answers(session) == []
+
+
+async def test_a_caller_is_answered_through_the_engine_when_deepgram_never_answers_finalize():
+    lines = ["What are your opening hours?", "How much is a cleaning?"]
+    async with FakeDeepgram(api_key="test-key", script=lines, answer_finalize=False) as deepgram:
+        async with running_zylin(use_mock_streaming=False, asr_provider="deepgram", llm_provider="mock",
+                                 tts_provider="mock", deepgram_api_key="test-key",
+                                 deepgram_base_url=deepgram.url) as zylin:
+            result = await zylin.caller(speed=4.0).call([CallerLine(t) for t in lines])
+            record = await zylin.recorder.wait_ended(result.call_sid)
+        session = deepgram.sessions[0]
+
+    assert not result.timeouts
+    assert [t.text for t in record["turns"] if t.speaker == "caller"] == lines
+    replies = [t.text for t in record["turns"] if t.speaker == "zylin"][1:]
+    assert "open Monday 9 am to 5 pm" in replies[0] and "$120" in replies[1]
+    # The engine asked for a Finalize at the end of each turn and never got an answer.
+    assert session.controls.count("Finalize") >= len(lines) and finalize_answers(session) == []
+
+
+# --- refusals: a 400 at the upgrade is final ----------------------------------------------------------
+@pytest.mark.asyncio
+async def test_the_fake_refuses_an_unsupported_encoding_at_the_upgrade_with_400(deepgram):
+    url = deepgram.url.replace("http://", "ws://") + "/v1/listen?encoding=mp3&sample_rate=8000"
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(url, additional_headers={"Authorization": "Token test-key"}):
+            pass
+    assert caught.value.response.status_code == 400
+    assert b"INVALID_QUERY_PARAMETER" in caught.value.response.body and b"mp3" in caught.value.response.body
+    assert deepgram.refused == 1 and deepgram.sessions == []
+
+
+@pytest.mark.asyncio
+async def test_a_query_deepgram_refuses_fails_the_recognizer_at_once_without_retrying(deepgram):
+    recognizer = DeepgramRecognizer(settings_for(deepgram), PROFILE, retry_delays_s=(0.05,),
+                                    give_up_after_s=10.0)
+    recognizer.params["encoding"] = "mp3"      # not an encoding Deepgram streams
+    await recognizer.start()
+    try:
+        # Well before give_up_after_s: a 400 is not retried until the time runs out.
+        failed = await Events(recognizer).next(timeout=2.0)
+        assert isinstance(failed, RecognizerFailed) and "400" in failed.reason
+        assert deepgram.attempts == 1 and deepgram.refused == 1
+        await recognizer.send(frames(1)[0])   # and sending afterwards is harmless
+    finally:
+        await recognizer.close()

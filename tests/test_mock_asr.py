@@ -9,8 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from services.asr.base import SpeechStarted, Transcript, UtteranceEnd
-from services.asr.mock import MockRecognizer, script_for_call
+from services.asr.base import SpeechNotUnderstood, SpeechStarted, Transcript, UtteranceEnd
+from services.asr.mock import DEMO_NOTICE, DEMO_REMINDER, MockRecognizer, script_for_call
+from services.orchestrator.session import IDLE_GOODBYE, IDLE_PROMPT
+from services.simulator.caller import CallerLine
+from tests.conftest import running_zylin
 
 RATE = 8000
 FRAME = 160  # samples in 20 ms
@@ -152,6 +155,7 @@ async def test_each_speech_segment_takes_the_next_script_line_until_the_script_r
     assert [f.text for f in finals(events)] == ["hello", "what are your hours"]
     assert sum(isinstance(e, SpeechStarted) for e in events) == 3  # the third is heard, not understood
     assert "script is exhausted" in caplog.text
+    assert not any(isinstance(e, SpeechNotUnderstood) for e in events)  # a test ran out, not a demo
 
 
 @pytest.mark.asyncio
@@ -252,3 +256,51 @@ def test_a_broken_script_falls_back_to_the_default_with_a_warning(raw: str, capl
     with caplog.at_level(logging.WARNING, logger="zylin.asr.mock"):
         assert script_for_call({"mockScript": raw}, ["default"]) == ["default"]
     assert "mockScript" in caplog.text
+
+
+# --- no script at all: a real caller on a demo line ---------------------------------------------------
+
+def notices(events: list) -> list[SpeechNotUnderstood]:
+    return [e for e in events if isinstance(e, SpeechNotUnderstood)]
+
+
+@pytest.mark.asyncio
+async def test_without_a_script_each_utterance_is_answered_by_a_demo_notice_not_words() -> None:
+    rec = recognizer([])
+    await rec.start()
+    await feed(rec, ("silence", 200), ("voice", 800), ("silence", 500), ("voice", 600), ("silence", 500))
+    events = await all_events(rec)
+
+    assert [n.notice for n in notices(events)] == [DEMO_NOTICE, DEMO_REMINDER]
+    first = notices(events)[0]
+    assert (first.start_s, first.end_s) == (pytest.approx(0.2), pytest.approx(1.0))
+    assert not any(isinstance(e, (Transcript, UtteranceEnd)) for e in events)
+    assert "Deepgram key" in DEMO_NOTICE
+
+
+@pytest.mark.asyncio
+async def test_without_a_script_a_click_is_no_utterance_but_finalize_closes_one() -> None:
+    rec = recognizer([])
+    await rec.start()
+    await feed(rec, ("voice", 60), ("silence", 500))      # a blip: under 100 ms of voice
+    await feed(rec, ("voice", 400))
+    await rec.finalize()                                 # the engine's VAD heard the end first
+    events = await all_events(rec)
+    assert [n.notice for n in notices(events)] == [DEMO_NOTICE]
+
+
+async def test_a_real_caller_on_a_line_without_a_script_hears_it_is_a_demo_and_is_not_hung_up_on():
+    # A short idle timeout: a caller whose words go unanswered would be asked "Are you still
+    # there?" within 2 s of speaking; the demo notice must come first, every time they speak.
+    async with running_zylin(idle_timeout_s=2.0, mock_asr_script="") as zylin:
+        lines = [CallerLine("Hello, I'd like to book a cleaning please."), CallerLine("Hello? Anyone there?")]
+        result = await zylin.caller().call(lines, mock_script=False)
+        record = await zylin.recorder.wait_ended(result.call_sid)
+
+    assert not result.timeouts and not result.closed_by_server
+    replies = [t for t in record["turns"] if t.speaker == "zylin"][1:]
+    assert [t.text for t in replies] == [DEMO_NOTICE, DEMO_REMINDER]
+    assert all(t.heard_text == t.text and not t.interrupted for t in replies)   # heard in full
+    assert not any(t.text in (IDLE_PROMPT, IDLE_GOODBYE) for t in record["turns"])
+    assert [t for t in record["turns"] if t.speaker == "caller"] == []          # nothing was "understood"
+    assert record["ended"] != "zylin ended the call"

@@ -28,12 +28,22 @@ class UtteranceEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechNotUnderstood:
+    """The caller spoke, but this recognizer can never have words for it (the offline mock with
+    no script). The engine says `notice` so a real caller learns why nobody answers, instead of
+    being asked "are you still there?" and hung up on."""
+    notice: str
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RecognizerFailed:
     """The recognizer is gone for good (could not reconnect); the call must not go silent."""
     reason: str
 
 
-AsrEvent = Union[Transcript, SpeechStarted, UtteranceEnd, RecognizerFailed]
+AsrEvent = Union[Transcript, SpeechStarted, UtteranceEnd, SpeechNotUnderstood, RecognizerFailed]
 
 
 class SpeechRecognizer(Protocol):

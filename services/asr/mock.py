@@ -2,6 +2,10 @@
 
 Each speech segment consumes the next script line, and events come out in Deepgram's order and
 stream-time timestamps, so the conversation engine runs exactly as it would against the network.
+
+With no script at all (no `mockScript` and MOCK_ASR_SCRIPT empty) the caller is a real person on
+a demo line: each thing they say becomes a SpeechNotUnderstood carrying what to tell them, so they
+hear why nobody answers rather than "Are you still there?" and a hang-up.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 
-from services.asr.base import AsrEvent, SpeechStarted, Transcript, UtteranceEnd
+from services.asr.base import AsrEvent, SpeechNotUnderstood, SpeechStarted, Transcript, UtteranceEnd
 from services.audio.codec import TWILIO_RATE, rms
 
 log = logging.getLogger("zylin.asr.mock")
@@ -23,6 +27,10 @@ START_FRAMES = 2                # voiced frames in a row before SpeechStarted
 MIN_SEGMENT_SAMPLES = 800       # 100 ms of voice before a segment counts as words
 INTERIM_SAMPLES = 2400          # an interim result every 300 ms of voice
 CHARS_PER_S = 15.0              # assumed speaking rate for revealing interim words
+
+DEMO_NOTICE = ("This line is running in demo mode without speech recognition, so I can't understand "
+               "what you say. To talk with me, the owner needs to set a Deepgram key.")
+DEMO_REMINDER = "Sorry, I still can't understand you: this demo line has no speech recognition."
 
 _CLOSED = object()
 
@@ -49,6 +57,8 @@ class MockRecognizer:
     def __init__(self, script: list[str], endpointing_ms: int, delay_ms: float, threshold_rms: int,
                  utterance_end_ms: int = 1000) -> None:
         self._script = deque(script)
+        self._demo = not script       # nothing will ever be understood: say so to the caller
+        self._notices = 0
         self._endpoint_samples = endpointing_ms * TWILIO_RATE // 1000
         self._utterance_end_samples = utterance_end_ms * TWILIO_RATE // 1000
         self._delay_s = delay_ms / 1000
@@ -175,12 +185,23 @@ class MockRecognizer:
         self._in_segment = False
         line, self._line = self._line, None
         if not line:
+            if self._demo and self._voiced >= MIN_SEGMENT_SAMPLES:
+                self._emit(self._not_understood(), delay_s=self._delay_s)
             return
         self._words_pending = True
         self._last_word_end = self._last_voice_end
         self._emit(Transcript(line, is_final=True, speech_final=True,
                               start_s=self._segment_start / TWILIO_RATE,
                               end_s=self._last_voice_end / TWILIO_RATE), delay_s=self._delay_s)
+
+    def _not_understood(self) -> SpeechNotUnderstood:
+        """The demo notice the first time; after that a short reminder."""
+        self._notices += 1
+        if self._notices == 1:
+            log.info("mock ASR has no script: telling the caller this line runs in demo mode")
+        return SpeechNotUnderstood(DEMO_NOTICE if self._notices == 1 else DEMO_REMINDER,
+                                   start_s=self._segment_start / TWILIO_RATE,
+                                   end_s=self._last_voice_end / TWILIO_RATE)
 
     # --- delivery -------------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ Finalize / CloseStream JSON), and answers with Results / SpeechStarted / Utteran
 shaped as Deepgram documents them. A test can drive it by hand (`session.send_results(...)`), or
 give it a script: it then "hears" speech by energy and answers each utterance with the next line,
 with interim results, endpointing and utterance ends as the query asked. It behaves like Deepgram
-where it matters: Finalize flushes with `from_finalize: true`, CloseStream flushes, sends Metadata
-and closes 1000, ten seconds (setting) with neither audio nor a text message closes 1011. It can
-drop a connection (abruptly or with a close code) and refuse new ones.
+where it matters: Finalize flushes with `from_finalize: true` only when there is audio not yet
+transcribed (Deepgram "may" answer it; `answer_finalize=False` never does), CloseStream flushes,
+sends Metadata and closes 1000, ten seconds (setting) with neither audio nor a text message closes
+1011, an encoding it does not support is refused with 400 at the upgrade. It can drop a
+connection (abruptly or with a close code) and refuse new ones.
 
 Speak: returns mu-law (or linear16) bytes for the text, streamed in odd-sized chunks.
 """
@@ -61,6 +63,7 @@ class ListenSession:
         self.closed = asyncio.Event()
         self.close_code: int | None = None         # the code we closed with, or received
         self.finalize_transcript = ""              # what a Finalize flushes in manual mode
+        self._audio_at_final = 0                   # len(audio) when the last final result went out
         self._reader = reader
         self._writer = writer
         self._protocol = protocol
@@ -104,6 +107,8 @@ class ListenSession:
     async def send_json(self, message: dict) -> None:
         if self.closed.is_set():
             return
+        if message.get("type") == "Results" and message.get("is_final"):
+            self._audio_at_final = len(self.audio)  # everything so far is transcribed
         self.sent.append(message)
         self._protocol.send_text(json.dumps(message).encode())
         await self._flush()
@@ -236,10 +241,20 @@ class ListenSession:
                                   "description": f"unknown message type {kind!r}",
                                   "message": data.decode(errors="replace")})
 
+    @property
+    def untranscribed(self) -> bool:
+        """Audio or words waiting for a final result: what a Finalize can flush (manual mode)."""
+        return bool(self.finalize_transcript) or len(self.audio) > self._audio_at_final
+
     async def _finalize(self, closing: bool = False) -> None:
+        """Deepgram answers a Finalize "typically when there is a noticeable amount of audio
+        buffered", and may not answer at all: so only buffered speech is flushed here, and
+        `answer_finalize=False` never answers (CloseStream still flushes)."""
+        if not closing and not self.fake.answer_finalize:
+            return
         if self._ears is not None:
             await self._ears.flush(from_finalize=not closing)
-        elif not closing:
+        elif not closing and self.untranscribed:
             text, self.finalize_transcript = self.finalize_transcript, ""
             end = self.audio_seconds
             duration = min(end, max(0.3 * len(text.split()), 0.02))
@@ -323,11 +338,10 @@ class _Ears:
             self.pending_end = None
 
     async def flush(self, from_finalize: bool) -> None:
+        """In speech, the words so far become final; between utterances there is nothing buffered,
+        so nothing is sent."""
         if self.in_speech:
             await self._results(is_final=True, speech_final=False, from_finalize=from_finalize)
-        elif from_finalize:
-            await self.session.send_results("", is_final=True, start=self.t, duration=0.0,
-                                            from_finalize=True)
 
     async def _results(self, is_final: bool, speech_final: bool, from_finalize: bool = False) -> None:
         fake = self.session.fake
@@ -353,8 +367,10 @@ class FakeDeepgram(HttpServer):
     """The fake Deepgram server; point DEEPGRAM_BASE_URL at `url`."""
 
     def __init__(self, *, api_key: str | None = None, script: Sequence[str] | None = None,
-                 idle_timeout_s: float = 10.0, vad_threshold_rms: int = 500) -> None:
+                 idle_timeout_s: float = 10.0, vad_threshold_rms: int = 500,
+                 answer_finalize: bool = True) -> None:
         super().__init__()
+        self.answer_finalize = answer_finalize  # False: a Finalize is never answered
         self.api_key = api_key               # when set, other keys get 401 as from Deepgram
         self.script = deque(script) if script is not None else None
         self.heard: list[str] = []           # script lines answered as final results
@@ -366,6 +382,8 @@ class FakeDeepgram(HttpServer):
         self._refuse_status = 0
         self._refuse_left: int | None = None
         self.speak_requests: list[HttpRequest] = []
+        self.recorded_script: deque[str] = deque()    # pre-recorded /v1/listen: one line per file
+        self.transcribe_requests: list[HttpRequest] = []
         self.speak_streams: list[StreamRecord] = []
         self.speak_chunk_sizes: Sequence[int] = (1601, 3, 799, 2401)
         self.speak_seconds_per_char = 0.06
@@ -424,6 +442,9 @@ class FakeDeepgram(HttpServer):
             if request.method == "POST" and request.path == "/v1/speak":
                 await self._speak(request, out)
                 return out.reusable
+            if request.method == "POST" and request.path == "/v1/listen":
+                await self._transcribe(request, out)
+                return out.reusable
             await out.send_json(404, _error("NOT_FOUND", f"no route for {request.method} {request.path}"))
             return True
         finally:
@@ -470,6 +491,30 @@ class FakeDeepgram(HttpServer):
         if "keyterm" in q and not (q.get("model") or [""])[0].startswith("nova-3"):
             return 400, _error("INVALID_QUERY_PARAMETER", "keyterm is only supported by Nova-3 models")
         return None
+
+    # --- pre-recorded transcription ----------------------------------------------------------
+    async def _transcribe(self, request: HttpRequest, out: ResponseWriter) -> None:
+        """POST /v1/listen with the audio file as the body: the next line of `recorded_script`."""
+        self.transcribe_requests.append(request)
+        await self._notify()
+        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
+            await out.send_json(401, _error("INVALID_AUTH", "Invalid credentials."))
+            return
+        if not request.body:
+            await out.send_json(400, _error("Bad Request", "Bad Request: failed to process audio: "
+                                            "corrupt or unsupported data"))
+            return
+        text = self.recorded_script.popleft() if self.recorded_script else ""
+        duration = max(len(request.body) - 44, 0) / 16000
+        await out.send_json(200, {
+            "metadata": {"transaction_key": "deprecated", "request_id": str(uuid.uuid4()),
+                         "sha256": hashlib.sha256(request.body).hexdigest(),
+                         "created": datetime.now(timezone.utc).isoformat(), "duration": duration,
+                         "channels": 1, "models": [MODEL_UUID], "model_info": {MODEL_UUID: MODEL_INFO}},
+            "results": {"channels": [{"alternatives": [
+                results_message(text, is_final=True, speech_final=True, start=0.0,
+                                duration=duration)["channel"]["alternatives"][0]]}]},
+        })
 
     # --- Aura ---------------------------------------------------------------------------
     async def _speak(self, request: HttpRequest, out: ResponseWriter) -> None:
