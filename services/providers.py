@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from services.asr.base import SpeechRecognizer
 from services.llm.base import Brain
 from services.receptionist.profile import BusinessProfile
-from services.settings import Settings
+from services.settings import ConfigError, Settings
 from services.tts.base import SpeechSynthesizer
+
+log = logging.getLogger("zylin.providers")
+
+FALLBACK_KEYS = {"deepgram": "DEEPGRAM_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 def build_recognizer(settings: Settings, profile: BusinessProfile,
@@ -38,7 +43,41 @@ def build_brain(settings: Settings, profile: BusinessProfile) -> Brain:
 
 def build_synthesizer(settings: Settings) -> SpeechSynthesizer:
     """One synthesizer per process: it is stateless per request and shares its HTTP pool."""
-    name = settings.provider("tts")
+    return _synthesizer(settings.provider("tts"), settings)
+
+
+def fallback_tts_provider(settings: Settings) -> str | None:
+    """The voice that says a sentence the main one failed: TTS_FALLBACK_PROVIDER, else the other
+    real voice whose key is set. Never the main voice itself; the mock only when named (tests,
+    offline), since on a real call a mock voice is a tone, not words."""
+    main = settings.provider("tts")
+    if settings.use_mock_streaming:
+        return None
+    chosen = settings.tts_fallback_provider
+    if not chosen:
+        if main == "mock":
+            return None  # the mock does not fail
+        keyed = [name for name, key in FALLBACK_KEYS.items() if getattr(settings, key.lower())]
+        chosen = next((name for name in keyed if name != main), "")
+        return chosen or None
+    if chosen == main:
+        log.warning("TTS_FALLBACK_PROVIDER=%s is the main voice itself: no fallback voice", chosen)
+        return None
+    key = FALLBACK_KEYS.get(chosen)
+    if key and not getattr(settings, key.lower()):
+        raise ConfigError(f"TTS_FALLBACK_PROVIDER={chosen} needs {key}; set it or leave "
+                          "TTS_FALLBACK_PROVIDER empty")
+    return chosen
+
+
+def build_fallback_synthesizer(settings: Settings) -> SpeechSynthesizer | None:
+    """The fallback voice, one per process like the main one; None when there is none."""
+    name = fallback_tts_provider(settings)
+    return None if name is None else _synthesizer(name, settings)
+
+
+def _synthesizer(name: str, settings: Settings) -> SpeechSynthesizer:
+    """Built with no event loop running: `python main.py` builds the app before uvicorn's loop."""
     if name == "openai":
         from services.tts.openai_tts import OpenAISynthesizer
         return OpenAISynthesizer(settings)

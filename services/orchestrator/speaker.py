@@ -1,11 +1,19 @@
 """Sentences in, mu-law frames out: synthesis runs one sentence ahead of sending, so each
-sentence's first audio leaves as early as possible."""
+sentence's first audio leaves as early as possible.
+
+A sentence is never silence because one voice failed: when the main voice fails before the
+sentence's first audio byte (an error, or nothing within the first-byte bound), the fallback voice
+says the same sentence; when no voice can, the caller hears a short pre-rendered apology, once per
+reply. A voice that breaks off mid-sentence is not repeated: the next sentence follows. The call
+log hears of each through `on_event`, so this module stays free of storage.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.audio.codec import OutboundEncoder, TWILIO_RATE
@@ -17,6 +25,10 @@ from services.tts.base import SpeechSynthesizer
 log = logging.getLogger("zylin.speaker")
 
 MAX_MESSAGE_FRAMES = 50  # one media message carries at most 1 s of audio
+# A voice with no audio this long after a sentence was asked of it has failed that sentence.
+# Aura answers in ~0.3 s and OpenAI's speech in ~0.5-1.5 s; past 3 s the caller hears dead air.
+TTS_FIRST_BYTE_TIMEOUT_S = 3.0
+APOLOGY_LINE = "Sorry, I'm having trouble speaking right now."
 
 
 @dataclass(slots=True)
@@ -33,29 +45,92 @@ class SpokenSentence:
         return self.audio_bytes / TWILIO_RATE
 
 
-class Synthesis:
-    """One sentence's TTS request, pulling audio into a queue as soon as it is started."""
+@dataclass(slots=True)
+class SpeechFallback:
+    """What speaks when the main voice cannot. One per process, shared by every call; the
+    apology is filled in at start-up (Runtime.warm_up), before it can be needed."""
+    tts: SpeechSynthesizer | None = None   # says a sentence the main voice failed before its first byte
+    apology: bytes | None = None           # APOLOGY_LINE, mu-law 8 kHz: heard when no voice can speak
+    quality: str = "HQ"                    # soxr quality for resampling the fallback voice
+    first_byte_timeout_s: float = TTS_FIRST_BYTE_TIMEOUT_S
 
-    def __init__(self, tts: SpeechSynthesizer, text: str, message: Message | None) -> None:
+
+class SpeechFailed(Exception):
+    """No voice produced a byte of the sentence; the message says why, voice by voice."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(failures))
+
+
+def voice_name(tts: SpeechSynthesizer) -> str:
+    """'deepgram', 'openai' or 'mock': the provider part of the voice's cache key."""
+    return tts.cache_key.partition(":")[0]
+
+
+def describe(exc: BaseException) -> str:
+    """A log-safe reason: the error's kind and status, never headers, bodies or keys."""
+    if isinstance(exc, TimeoutError):
+        return "no audio within the first-byte timeout"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+def failure(tts: SpeechSynthesizer, exc: BaseException) -> str:
+    """'deepgram: HTTP 500': which voice failed and why, safe to log and to record."""
+    return f"{voice_name(tts)}: {describe(exc)}"
+
+
+class Synthesis:
+    """One sentence's TTS request, pulling audio into a queue as soon as it is started. The
+    voices are tried in order until one gives a first byte within the bound."""
+
+    def __init__(self, voices: tuple[SpeechSynthesizer, ...], text: str, message: Message | None,
+                 first_byte_timeout_s: float = TTS_FIRST_BYTE_TIMEOUT_S) -> None:
         self.text = text
         self.message = message
         self.requested_at = time.monotonic()
         self.first_byte_at: float | None = None
+        self.voice: SpeechSynthesizer | None = None   # whose audio this is, once it has some
+        self.failures: list[str] = []                 # the voices that failed before a byte, and why
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._pull(tts))
+        self._task = asyncio.create_task(self._pull(voices, first_byte_timeout_s))
 
-    async def _pull(self, tts: SpeechSynthesizer) -> None:
+    async def _pull(self, voices: tuple[SpeechSynthesizer, ...], first_byte_timeout_s: float) -> None:
+        try:
+            for tts in voices:
+                if await self._speak(tts, first_byte_timeout_s):
+                    return
+            self._queue.put_nowait(SpeechFailed(self.failures))
+        finally:
+            self._queue.put_nowait(None)
+
+    async def _speak(self, tts: SpeechSynthesizer, first_byte_timeout_s: float) -> bool:
+        """Stream `tts`'s audio into the queue; False when it failed before its first byte."""
         stream = tts.synthesize(self.text)
         try:
+            try:
+                async with asyncio.timeout(first_byte_timeout_s):
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                return True  # nothing to say
+            except Exception as exc:
+                self.failures.append(failure(tts, exc))  # a reason, not the error: no frames kept
+                return False
+            self.first_byte_at = time.monotonic()
+            self.voice = tts
+            self._queue.put_nowait(chunk)
             async for chunk in stream:
-                if self.first_byte_at is None:
-                    self.first_byte_at = time.monotonic()
                 self._queue.put_nowait(chunk)
         except Exception as exc:
-            self._queue.put_nowait(exc)
+            self._queue.put_nowait(exc)  # broke off mid-sentence: the speaker goes on
         finally:
-            await stream.aclose()  # cancellation closes the provider's HTTP stream now
-            self._queue.put_nowait(None)
+            await stream.aclose()  # cancellation or a stall closes the provider's HTTP stream now
+        return True
 
     async def chunks(self):
         while (item := await self._queue.get()) is not None:
@@ -69,17 +144,22 @@ class Synthesis:
 
 @dataclass(slots=True)
 class Speaker:
-    """Speaks one reply: `say()` sentences as the brain writes them, `finish()`, await `run()`."""
+    """Speaks one reply: `say()` sentences as the brain writes them, `finish()`, await `run()`.
+    `encoder` is built for the main voice's format; the fallback's audio gets its own encoder."""
     tts: SpeechSynthesizer
     encoder: OutboundEncoder
     sender: StreamSender
     gen: int
     latency: TurnLatency
+    fallback: SpeechFallback | None = None
+    on_event: Callable[..., None] | None = None   # (kind, **detail): the call log's event
     sentences: list[SpokenSentence] = field(default_factory=list)
     _inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     _jobs: asyncio.Queue = field(default_factory=asyncio.Queue)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     _live: list[Synthesis] = field(default_factory=list)
+    _fallback_encoder: OutboundEncoder | None = None
+    _apologized: bool = False
 
     def say(self, text: str, message: Message | None = None) -> None:
         self._inbox.put_nowait((text, message))
@@ -102,11 +182,16 @@ class Speaker:
             for job in self._live:
                 job.cancel()
             self.encoder.reset()
+            if self._fallback_encoder is not None:
+                self._fallback_encoder.reset()
 
     async def _start_syntheses(self) -> None:
+        fallback = self.fallback
+        voices = (self.tts,) if fallback is None or fallback.tts is None else (self.tts, fallback.tts)
+        bound = TTS_FIRST_BYTE_TIMEOUT_S if fallback is None else fallback.first_byte_timeout_s
         while (item := await self._inbox.get()) is not None:
             await self._slots.acquire()
-            job = Synthesis(self.tts, *item)
+            job = Synthesis(voices, *item, first_byte_timeout_s=bound)
             if self.latency.tts_request_at is None:
                 self.latency.tts_request_at = job.requested_at
             self._live.append(job)
@@ -115,19 +200,60 @@ class Speaker:
 
     async def _send(self, job: Synthesis) -> None:
         sentence = SpokenSentence(job.text, f"{self.gen}.{len(self.sentences)}", job.message)
+        chunks = job.chunks()
         try:
-            async for chunk in job.chunks():
-                if self.latency.tts_first_at is None:
-                    self.latency.tts_first_at = job.first_byte_at
-                await self._send_audio(sentence, self.encoder.push(chunk))
-        except Exception as exc:
-            log.error("speech synthesis failed for a sentence (%s); skipping it", exc)
-            self.encoder.reset()
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            return  # nothing to say
+        except SpeechFailed as failed:
+            await self._unspoken(sentence, failed)
             return
-        await self._send_audio(sentence, self.encoder.flush())
+        encoder = self.encoder if job.voice is self.tts else self._taken_over(job)
+        if self.latency.tts_first_at is None:
+            self.latency.tts_first_at = job.first_byte_at
+        try:
+            await self._send_audio(sentence, encoder.push(first))
+            async for chunk in chunks:
+                await self._send_audio(sentence, encoder.push(chunk))
+        except Exception as exc:  # what was sent stays sent (and marked); the next sentence follows
+            reason = failure(job.voice, exc)
+            log.error("speech synthesis broke off mid-sentence (%s); going on with the next", reason)
+            self._report("provider_error", provider="tts", heard="part", error=reason)
+        await self._send_audio(sentence, encoder.flush())
         if sentence.audio_bytes:
             self.sentences.append(sentence)
             await self.sender.mark(sentence.mark)
+
+    def _taken_over(self, job: Synthesis) -> OutboundEncoder:
+        """The fallback voice took the sentence over: the call log hears of it, and its audio gets
+        an encoder of its own, as its rate and encoding may differ from the main voice's (Aura
+        mu-law 8 kHz, OpenAI PCM 24 kHz)."""
+        voice, reason = job.voice, "; ".join(job.failures)
+        log.warning("the main voice failed a sentence (%s); %s says it", reason, voice_name(voice))
+        self._report("tts_fallback", provider=voice_name(self.tts), error=reason, spoken_by=voice_name(voice))
+        if self._fallback_encoder is None:
+            self._fallback_encoder = OutboundEncoder(voice.sample_rate, voice.encoding, self.fallback.quality)
+        return self._fallback_encoder
+
+    async def _unspoken(self, sentence: SpokenSentence, failed: SpeechFailed) -> None:
+        """No voice could say the sentence: the caller hears the apology, once per reply."""
+        apology = self.fallback.apology if self.fallback is not None else None
+        heard = "apology" if apology and not self._apologized else "nothing"
+        log.error("no voice could say a sentence (%s); the caller hears %s", failed, heard)
+        self._report("provider_error", provider="tts", error=str(failed), heard=heard)
+        if heard == "nothing":
+            return
+        self._apologized = True
+        if self.latency.tts_first_at is None:
+            self.latency.tts_first_at = time.monotonic()  # the voices' share of the wait ends here
+        said = SpokenSentence(APOLOGY_LINE, sentence.mark, None)
+        await self._send_audio(said, apology)
+        self.sentences.append(said)
+        await self.sender.mark(said.mark)
+
+    def _report(self, kind: str, **detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, **detail)
 
     async def _send_audio(self, sentence: SpokenSentence, ulaw: bytes) -> None:
         if not ulaw:
