@@ -3,6 +3,7 @@
     python main.py            serve (mock providers when no keys are set)
     python main.py demo       place a simulated phone call against an in-process server
     python main.py calls      recent calls from the call log; `calls CAxxx` for one transcript
+    python main.py check-profile FILE   validate a business profile without starting the server
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from api.calls import REVIEW_ROUTES
 from api.health import health, ready
 from api.twilio_status import status
 from api.media_stream import media_stream
+from api.twilio_legacy import dial_result as legacy_dial_result
 from api.twilio_legacy import recording, voice_legacy
-from api.twilio_voice import voice
+from api.twilio_voice import dial_result, voice
 from services.legacy.conversation import LegacyReceptionist
 from services.orchestrator.greeting import GreetingCache
 from services.orchestrator.record import CallRecorder
-from services.providers import build_synthesizer
-from services.receptionist.profile import ProfileError, load_profile
+from services.providers import build_fallback_synthesizer, build_synthesizer
+from services.receptionist.profile import BusinessProfile, ProfileError, load_profile
 from services.runtime import Runtime
 from services.settings import ConfigError, Settings
 from services.storage import Storage, StorageError
@@ -45,16 +47,18 @@ def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
     """Everything a call needs, checked up front: a bad setting stops here, not mid-call."""
     settings.check()
     profile = load_profile(settings.business_profile)
-    tts = build_synthesizer(settings)
+    tts, tts_fallback = build_synthesizer(settings), build_fallback_synthesizer(settings)
     storage = Storage.from_settings(settings)
     if telephony is None:
         if settings.twilio_account_sid and settings.twilio_auth_token:
             telephony = TwilioTelephony(settings.twilio_account_sid, settings.twilio_auth_token,
-                                        settings.twilio_api_base_url, settings.twilio_sms_from)
+                                        settings.twilio_api_base_url, settings.twilio_sms_from,
+                                        timeout_s=settings.twilio_rest_timeout_s,
+                                        ring_s=settings.transfer_ring_s)
         else:
             telephony = OfflineTelephony()
     return Runtime(
-        settings=settings, profile=profile, tts=tts,
+        settings=settings, profile=profile, tts=tts, tts_fallback=tts_fallback,
         greetings=GreetingCache(tts, settings.soxr_quality), telephony=telephony,
         recorder=recorder or DatabaseRecorder(storage, settings.latency_target_ms),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.signatures_enforced),
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
         gc.collect()
         gc.freeze()
         yield
-        await runtime.tts.close()
+        await runtime.close_speech()
         await runtime.telephony.close()
         await runtime.storage.close()
 
@@ -86,8 +90,10 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
             Route("/ready", ready),
             Route("/api/twilio/voice", voice, methods=["POST"]),
             Route("/api/twilio/status", status, methods=["POST"]),
+            Route("/api/twilio/dial-result", dial_result, methods=["POST"]),
             Route("/api/twilio/voice-legacy", voice_legacy, methods=["POST"]),
             Route("/api/twilio/voice-legacy/recording", recording, methods=["POST"]),
+            Route("/api/twilio/voice-legacy/dial-result", legacy_dial_result, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
             *REVIEW_ROUTES,
         ],
@@ -98,21 +104,46 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
     return app
 
 
-def startup_banner(settings: Settings) -> list[str]:
-    mode = "MOCK mode (no provider keys: offline mock ASR, brain and TTS)" if settings.all_mock else (
-        "providers: " + ", ".join(f"{k}={settings.provider(k)}" for k in ("asr", "llm", "tts")))
-    lines = [f"Zylin listening on {settings.host}:{settings.port} in {mode}.",
+MOCK_HINTS = {"asr": "set DEEPGRAM_API_KEY to understand callers",
+              "llm": "set OPENAI_API_KEY for the OpenAI brain",
+              "tts": "set DEEPGRAM_API_KEY or OPENAI_API_KEY for a real voice"}
+
+
+def startup_banner(settings: Settings, profile: BusinessProfile, port: int | None = None) -> list[str]:
+    """What the owner needs to know once the server really listens: where, with what, and what is off."""
+    port = port or settings.port
+    if settings.all_mock:
+        mode = "MOCK mode (no provider keys: offline mock ASR, brain and TTS)"
+    else:
+        mode = "providers: " + ", ".join(f"{k}={settings.provider(k)}" for k in ("asr", "llm", "tts"))
+    lines = [f"Zylin listening on {settings.host}:{port} in {mode}.",
+             f"Business profile: {profile.name} ({settings.business_profile}).",
              f"Twilio webhook (Voice, 'A call comes in', HTTP POST): {settings.voice_webhook_url}",
              f"Twilio status callback ('Call status changes'): {settings.public_url}/api/twilio/status",
              access_banner(settings.admin_token)]
+    if not settings.all_mock:
+        lines += [f"{kind.upper()} runs on the offline mock: {hint}." for kind, hint in MOCK_HINTS.items()
+                  if settings.provider(kind) == "mock"]
+    if not profile.owner_phone:
+        lines.append("owner_phone is empty in the business profile: transfers to a person are off "
+                     "(callers are offered a message instead).")
+    if not profile.owner_sms:
+        lines.append("owner_sms is empty in the business profile: messages are stored but not texted to you.")
     if "localhost" in settings.public_url or "127.0.0.1" in settings.public_url:
-        lines.append(f"PUBLIC_URL is local: run `ngrok http {settings.port}` and set PUBLIC_URL to the "
+        lines.append(f"PUBLIC_URL is local: run `ngrok http {port}` and set PUBLIC_URL to the "
                      "https URL it prints, then paste the webhook above into the Twilio console.")
     return lines
 
 
+# Libraries that log every request or migration step at INFO; their news is kept for warnings.
+QUIET_LOGGERS = ("alembic", "twilio", "httpx", "openai", "websockets")
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.upper() != "DEBUG":
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def serve(settings: Settings) -> int:
@@ -125,10 +156,18 @@ def serve(settings: Settings) -> int:
         return 2
     for warning in settings.check():
         log.warning("%s", warning)
-    for line in startup_banner(settings):
-        log.info("%s", line)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                ws_max_size=1 << 20, proxy_headers=True)
+    banner = startup_banner(settings, app.state.runtime.profile)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:  # the socket is bound: now "listening" is true
+                for line in banner:
+                    log.info("%s", line)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            ws_max_size=1 << 20, proxy_headers=True)
+    Server(config).run()
     return 0
 
 
@@ -144,7 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     calls.add_argument("call_sid", nargs="?", help="show this call's transcript and latency")
     calls.add_argument("--limit", type=int, default=20, help="how many recent calls (default 20)")
     calls.add_argument("--full-numbers", action="store_true", help="show phone numbers unmasked")
+    check = sub.add_parser("check-profile", help="validate a business profile without starting the server")
+    check.add_argument("file", help="the profile, e.g. business.toml")
     args = parser.parse_args(argv)
+
+    if args.command == "check-profile":  # the file alone is checked: no settings needed
+        try:
+            print(f"ok: {load_profile(args.file).summary()}")
+        except ProfileError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return 0
 
     try:
         settings = Settings()

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
-from api.twilio_voice import public_url_of
+from api.twilio_voice import signed_form
 from services.runtime import Runtime
-
-log = logging.getLogger("zylin.api.status")
 
 
 async def status(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    if not runtime.signatures.valid(public_url_of(runtime, request), form,
-                                    request.headers.get("x-twilio-signature")):
-        log.warning("status callback: invalid Twilio signature from %s",
-                    request.client.host if request.client else "?")
-        return PlainTextResponse("invalid Twilio signature", status_code=403)
-    call_sid = form.get("CallSid", "")
-    if not call_sid:
-        return PlainTextResponse("missing CallSid", status_code=400)
+    form = await signed_form(request)
+    if isinstance(form, Response):
+        return form
     duration = form.get("CallDuration", "")
-    await runtime.storage.call_status(call_sid, form.get("CallStatus", ""),
+    await runtime.storage.call_status(form["CallSid"], form.get("CallStatus", ""),
                                       int(duration) if duration.isdigit() else None,
                                       form.get("From", ""), form.get("To", ""))
     return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""POST /api/twilio/voice: Twilio asks what to do with an incoming call; we stream it."""
+"""POST /api/twilio/voice: Twilio asks what to do with an incoming call; we stream it.
+POST /api/twilio/dial-result: a transfer's <Dial> ended; hang up, or take the caller back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from services.privacy import mask_phone
 from services.runtime import Runtime
-from services.telephony.webhook import connect_stream_twiml, stream_token
+from services.telephony.webhook import DIAL_FAILED, connect_stream_twiml, hangup_twiml, stream_token
 
 log = logging.getLogger("zylin.api.voice")
 
@@ -20,23 +21,65 @@ def public_url_of(runtime: Runtime, request: Request) -> str:
     return f"{url}?{request.url.query}" if request.url.query else url
 
 
-async def voice(request: Request) -> Response:
+async def signed_form(request: Request) -> dict[str, str] | Response:
+    """The webhook's form if Twilio signed it and it names a call; else the error to answer."""
     runtime: Runtime = request.app.state.runtime
     form = {k: str(v) for k, v in (await request.form()).items()}
-    signature = request.headers.get("x-twilio-signature")
-    if not runtime.signatures.valid(public_url_of(runtime, request), form, signature):
-        log.warning("voice webhook: invalid Twilio signature from %s", request.client.host if request.client else "?")
+    if not runtime.signatures.valid(public_url_of(runtime, request), form,
+                                    request.headers.get("x-twilio-signature")):
+        log.warning("%s: invalid Twilio signature from %s", request.url.path,
+                    request.client.host if request.client else "?")
         return PlainTextResponse("invalid Twilio signature", status_code=403)
-    call_sid = form.get("CallSid", "")
-    if not call_sid:
+    if not form.get("CallSid"):
         return PlainTextResponse("missing CallSid", status_code=400)
-    caller = form.get("From", "")
-    log.info("incoming call %s from %s", call_sid, mask_phone(caller))
-    await runtime.storage.call_opened(call_sid, caller, form.get("To", ""))
-    twiml = connect_stream_twiml(runtime.settings.media_stream_url, {
-        "callSid": call_sid,
-        "from": caller,
-        "to": form.get("To", ""),
-        "token": stream_token(call_sid, runtime.settings.token_secret),
-    })
+    return form
+
+
+def xml(twiml: str) -> Response:
     return Response(twiml, media_type="application/xml")
+
+
+def stream_twiml(runtime: Runtime, form: dict[str, str], **extra: str) -> str:
+    """<Connect><Stream> carrying what any instance needs to take the socket."""
+    call_sid = form["CallSid"]
+    return connect_stream_twiml(runtime.settings.media_stream_url, {
+        "callSid": call_sid, "from": form.get("From", ""), "to": form.get("To", ""),
+        "token": stream_token(call_sid, runtime.settings.token_secret), **extra,
+    })
+
+
+async def voice(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = await signed_form(request)
+    if isinstance(form, Response):
+        return form
+    caller = form.get("From", "")
+    log.info("incoming call %s from %s", form["CallSid"], mask_phone(caller))
+    await runtime.storage.call_opened(form["CallSid"], caller, form.get("To", ""))
+    return xml(stream_twiml(runtime, form))
+
+
+def dial_outcome(form: dict[str, str]) -> tuple[str, dict[str, object]]:
+    """The transfer's outcome as a call-log event: answered (and for how long), or why not."""
+    status = form.get("DialCallStatus", "")
+    duration = form.get("DialCallDuration", "")
+    if status in DIAL_FAILED:
+        return "transfer_failed", {"status": status, "why": DIAL_FAILED[status]}
+    return "transfer_answered", {"status": status or "completed",
+                                 "duration_s": int(duration) if duration.isdigit() else None}
+
+
+async def dial_result(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = await signed_form(request)
+    if isinstance(form, Response):
+        return form
+    call_sid = form["CallSid"]
+    kind, detail = dial_outcome(form)
+    await runtime.storage.call_event(call_sid, kind, detail)
+    log.info("transfer of %s: %s", call_sid, detail["status"])
+    if kind == "transfer_answered":
+        return xml(hangup_twiml())
+    segment = request.query_params.get("segment", "1")
+    return xml(stream_twiml(runtime, form, transfer=str(detail["status"]),
+                            segment=segment if segment.isdigit() else "1"))

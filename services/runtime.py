@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.orchestrator.greeting import GreetingCache
+from services.orchestrator.greeting import GreetingCache, render
 from services.orchestrator.record import CallInfo, CallRecorder
 from services.orchestrator.session import CallSession
+from services.orchestrator.speaker import APOLOGY_LINE, SpeechFallback, describe, voice_name
 from services.providers import build_brain, build_recognizer
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tools import CallContext, Toolbox
@@ -33,14 +35,49 @@ class Runtime:
     signatures: SignatureCheck
     storage: Storage
     greeting_ready: bool = False
+    tts_fallback: SpeechSynthesizer | None = None   # says a sentence `tts` failed (providers.py)
+    speech: SpeechFallback = field(init=False)       # the fallback voice and the apology, for every call
+    _apology_task: asyncio.Future | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.speech = SpeechFallback(self.tts_fallback, quality=self.settings.soxr_quality)
 
     async def warm_up(self) -> None:
-        """Render the greeting before the first call rings, so it can start within a few ms."""
+        """Render the greeting and the apology before the first call rings: the greeting so it can
+        start within a few ms, the apology because it is needed exactly when no voice can speak."""
         try:
             await self.greetings.get(self.profile.greeting)
             self.greeting_ready = True
         except Exception as exc:
-            log.warning("could not pre-render the greeting (%s); calls will synthesize it live", exc)
+            log.warning("could not pre-render the greeting (%s); calls will synthesize it live", describe(exc))
+        await self._render_apology()
+
+    async def _render_apology(self) -> None:
+        """The apology in the main voice, else in the fallback's."""
+        for tts in (self.tts, self.tts_fallback):
+            if tts is None:
+                continue
+            try:
+                self.speech.apology = await render(tts, APOLOGY_LINE, self.settings.soxr_quality,
+                                                   self.speech.first_byte_timeout_s)
+                return
+            except Exception as exc:
+                log.warning("could not render the apology with %s (%s)", voice_name(tts), describe(exc))
+        log.warning("no voice could render the apology: until one can (tried again as calls start), "
+                    "a sentence no voice can say is silence, recorded as a provider_error")
+
+    def _retry_apology(self) -> None:
+        """Start-up could not render the apology: try again in the background, for later calls."""
+        if self.speech.apology is None and (self._apology_task is None or self._apology_task.done()):
+            self._apology_task = asyncio.ensure_future(self._render_apology())
+
+    async def close_speech(self) -> None:
+        """Shutdown: the voices' HTTP clients, and an apology still being rendered."""
+        if self._apology_task is not None:
+            self._apology_task.cancel()
+        await self.tts.close()
+        if self.tts_fallback is not None:
+            await self.tts_fallback.close()
 
     async def open_session(self, start: Start, sender: StreamSender) -> CallSession:
         params = start.custom_parameters
@@ -48,10 +85,11 @@ class Runtime:
                         caller=params.get("from", ""), called=params.get("to", ""),
                         started_at=time.monotonic())
         self.recorder.stream_started(info)
+        self._retry_apology()
         try:
             greeting = await self.greetings.get(self.profile.greeting)
         except Exception as exc:
-            log.warning("greeting synthesis failed (%s); trying live", exc)
+            log.warning("greeting synthesis failed (%s); trying live", describe(exc))
             greeting = None
         context = CallContext(call_sid=start.call_sid, caller_phone=info.caller, profile=self.profile,
                               can_transfer=self.telephony.can_transfer, storage=self.storage,
@@ -60,7 +98,9 @@ class Runtime:
         return CallSession(
             info=info, settings=self.settings,
             recognizer=build_recognizer(self.settings, self.profile, params),
-            brain=build_brain(self.settings, self.profile), tts=self.tts,
+            brain=build_brain(self.settings, self.profile), tts=self.tts, speech_fallback=self.speech,
             toolbox=Toolbox(context), telephony=self.telephony, sender=sender,
             recorder=self.recorder, greeting_text=self.profile.greeting, greeting_audio=greeting,
+            transfer_failed=params.get("transfer", ""),
+            segment=int(params["segment"]) if params.get("segment", "").isdigit() else 0,
         )

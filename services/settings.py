@@ -6,7 +6,7 @@ import json
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["", "mock", "deepgram", "openai"]
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     # --- server -----------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = 8000
-    public_url: str = "http://localhost:8000"
+    public_url: str = ""                 # empty = http://localhost:<PORT>
     log_level: str = "INFO"
     stream_token_secret: str = ""
 
@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     twilio_validate_signatures: bool = True
     twilio_sms_from: str = ""
     twilio_api_base_url: str = ""        # REST API base; only for a proxy or a test fake
+    twilio_rest_timeout_s: float = 5.0   # bound on every REST request (hang-up, transfer, SMS)
+    transfer_ring_s: int = 25            # how long a transfer rings the owner before coming back
     sms_confirmations: bool = False      # text callers a confirmation after booking changes
 
     # --- providers ----------------------------------------------------------------
@@ -49,11 +51,13 @@ class Settings(BaseSettings):
     deepgram_tts_model: str = "aura-2-thalia-en"
     openai_base_url: str = ""            # any OpenAI-compatible server
     openai_model: str = "gpt-5.4-mini"
+    openai_api: Literal["responses", "chat"] = "responses"   # chat = Chat Completions (compatible servers)
     openai_reasoning_effort: str = "low"
     llm_first_token_timeout_s: float = 4.0
     llm_timeout_s: float = 15.0
     openai_tts_model: str = "gpt-4o-mini-tts"
     openai_tts_voice: str = "alloy"
+    tts_fallback_provider: ProviderName = ""   # speaks a sentence the main TTS failed; empty = the other keyed one
 
     # --- the business -------------------------------------------------------------
     business_profile: str = "business.example.toml"
@@ -84,6 +88,8 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
+        if not value:
+            return value
         if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
             raise ValueError("PUBLIC_URL must be a full URL like https://abc.ngrok.app")
         return value.rstrip("/")
@@ -96,6 +102,13 @@ class Settings(BaseSettings):
             if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
                 raise ValueError("MOCK_ASR_SCRIPT must be a JSON list of strings or lines separated by |")
         return value
+
+    @model_validator(mode="after")
+    def _public_url_default(self) -> Settings:
+        """Unset, PUBLIC_URL is this server on the port it actually listens on."""
+        if not self.public_url:
+            self.public_url = f"http://localhost:{self.port}"
+        return self
 
     # --- derived ----------------------------------------------------------------------
     @property
@@ -138,9 +151,10 @@ class Settings(BaseSettings):
             return "deepgram" if self.deepgram_api_key else "mock"
         if kind == "llm":
             return "openai" if self.openai_api_key else "mock"
-        if self.openai_api_key:
-            return "openai"
-        return "deepgram" if self.deepgram_api_key else "mock"
+        # OpenAI's Speech API models shut down on 2027-01-06: Aura first when both keys are set.
+        if self.deepgram_api_key:
+            return "deepgram"
+        return "openai" if self.openai_api_key else "mock"
 
     @property
     def all_mock(self) -> bool:
@@ -169,7 +183,7 @@ class Settings(BaseSettings):
 
     # --- legacy record mode (/api/twilio/voice-legacy, docs/legacy.md) ------------------------
     legacy_transcriber: ProviderName = ""       # mock | openai | deepgram; empty = by the keys set
-    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    openai_transcribe_model: str = "gpt-transcribe"   # gpt-4o-mini-transcribe shuts down 2027-02-26
     legacy_say_voice: str = "Polly.Joanna-Neural"
     legacy_record_timeout_s: int = 2            # silence that ends the caller's recording
     legacy_max_record_s: int = 30               # longest single recording

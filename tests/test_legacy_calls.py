@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from services.legacy.conversation import MESSAGE_OFFER, RECORDING_PATH, REPROMPT, TOO_SLOW
+from services.legacy.conversation import DIAL_RESULT_PATH, MESSAGE_OFFER, RECORDING_PATH, REPROMPT, TOO_SLOW
 from services.simulator.server import serve_app
 from services.telephony.rest import OfflineTelephony
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
@@ -223,24 +223,41 @@ async def test_a_legacy_caller_books_a_cleaning_turn_by_turn_and_the_call_log_sh
 
 async def test_a_legacy_caller_who_asks_for_a_person_or_presses_zero_is_dialled_through(tmp_path):
     profile = str(profile_with_an_owner(tmp_path))
+    script = ["Can I talk to a real person please?", "Please ask the dentist to call me back."]
     async with FakeRecordings().serving() as recordings, running_zylin(
-            **settings_for(["Can I talk to a real person please?"], business_profile=profile)) as zylin:
+            **settings_for(script, business_profile=profile)) as zylin:
         asks = LegacyCaller(zylin, recordings, "CA" + "c1" * 16)
         await asks.dial_in()
         asked = await asks.speak()
+        answered = await asks.post(DIAL_RESULT_PATH, asks.form(DialCallStatus="completed", DialCallDuration="42"))
         presses = LegacyCaller(zylin, recordings, "CA" + "c2" * 16)
         await presses.dial_in()
         pressed = await presses.press_zero()
+        busy = await presses.post(DIAL_RESULT_PATH, presses.form(DialCallStatus="busy"))
+        presses.recorded = 1   # the mock transcriber reads line 2 for this call's next recording
+        thanks = await presses.speak()
         logs = [await call_log(zylin, c.call_sid) for c in (asks, presses)]
 
     for answer in (asked, pressed):
-        assert answer.tags == ["Say", "Dial", "Say"], answer.xml
+        # Nothing after </Dial>: the action decides what comes next, never Twilio's default voice.
+        assert answer.tags == ["Say", "Dial"], answer.xml
         assert answer.said.startswith("Of course. I'm connecting you now")
-        assert answer.verb("Dial").text == OWNER_PHONE
+        dial = answer.verb("Dial")
+        assert dial.text == OWNER_PHONE and dial.get("action") == PUBLIC_URL + DIAL_RESULT_PATH
     assert [sid for sid, _ in recordings.fetches].count(f"RE{asks.call_sid[2:12]}{1:022d}") == 2
-    assert not any(sid.startswith(f"RE{presses.call_sid[2:12]}") for sid, _ in recordings.fetches)
+    assert not any(sid.startswith(f"RE{presses.call_sid[2:12]}{1:022d}") for sid, _ in recordings.fetches)
+    # Answered: the call ends when the person hangs up, and the log says for how long they talked.
+    assert answered.tags == [], answered.xml
+    assert (logs[0]["status"], logs[0]["outcome"]) == ("completed", "transferred")
+    assert {"status": "completed", "duration_s": 42} in [e["detail"] for e in logs[0]["events"]
+                                                         if e["kind"] == "transfer_answered"]
+    # Busy: Zylin takes the caller back in its own voice and offers a message.
+    assert busy.tags == ["Say", "Record", "Redirect"], busy.xml
+    assert busy.said.startswith("I'm sorry, I couldn't put you through: the line was busy.")
+    assert thanks.said.startswith("Thank you, I've passed your message on.")
+    assert any(e["kind"] == "transfer_failed" and e["detail"]["status"] == "busy" for e in logs[1]["events"])
     for log in logs:
-        assert (log["mode"], log["status"], log["outcome"]) == ("legacy", "completed", "transferred")
+        assert log["mode"] == "legacy"
         assert any(e["kind"] == "transfer" and e["detail"]["target"] == OWNER_PHONE for e in log["events"])
     assert any(e["kind"] == "dtmf" for e in logs[1]["events"])
 
@@ -331,7 +348,7 @@ def test_a_real_transcriber_without_its_key_stops_start_up_and_the_keys_choose_o
         build_transcriber(make_settings(use_mock_streaming=False, legacy_transcriber="deepgram"))
     assert isinstance(build_transcriber(make_settings()), MockTranscriber)
     chosen = build_transcriber(make_settings(use_mock_streaming=False, openai_api_key="sk-test"))
-    assert isinstance(chosen, OpenAITranscriber) and chosen.model == "gpt-4o-mini-transcribe"
+    assert isinstance(chosen, OpenAITranscriber) and chosen.model == "gpt-transcribe"
 
 
 async def test_each_callback_may_reach_another_instance_the_history_is_in_the_shared_database(tmp_path):

@@ -161,16 +161,18 @@ async def test_someone_else_s_appointment_is_not_found_from_another_number():
 # --- a transfer that fails ---------------------------------------------------------------------------
 
 def profile_with_an_owner(folder: Path) -> Path:
-    """The example business with an owner to call and to text, reachable all week."""
+    """The example business with an owner to call and to text, reachable all week (its holidays
+    left out: transfers follow them, and these tests run on any day of the year)."""
     text = ((ROOT / "business.example.toml").read_text()
             .replace('owner_phone = ""', f'owner_phone = "{OWNER_PHONE}"')
             .replace('owner_sms = ""', f'owner_sms = "{OWNER_SMS}"'))
     all_week = "\n".join(f'{d} = "00:00-23:59"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
     head, rest = text.split("[transfer_hours]")
-    text = head + "[transfer_hours]\n" + all_week + "\n\n[exceptions]" + rest.split("[exceptions]", 1)[1]
+    text = head + "[transfer_hours]\n" + all_week + "\n\n[booking]" + rest.split("[booking]", 1)[1]
     path = folder / "owner-all-week.toml"
     path.write_text(text)
-    assert load_profile(path).transfer_hours["sun"].closes.hour == 23
+    profile = load_profile(path)
+    assert profile.transfer_hours["sun"].closes.hour == 23 and not profile.exceptions
     return path
 
 

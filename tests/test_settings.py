@@ -46,10 +46,31 @@ def test_a_deepgram_key_selects_deepgram_for_listening(monkeypatch: pytest.Monke
     assert providers(settings()) == ("deepgram", "mock", "deepgram")
 
 
-def test_with_both_keys_openai_speaks_and_deepgram_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_both_keys_aura_speaks_because_openai_speech_shuts_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenAI's Speech API models shut down on 2027-01-06: the automatic voice is Deepgram Aura.
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-test")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert providers(settings()) == ("deepgram", "openai", "openai")
+    assert providers(settings()) == ("deepgram", "openai", "deepgram")
+
+
+def test_an_openai_key_alone_still_gets_a_real_voice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert providers(settings()) == ("mock", "openai", "openai")
+
+
+def test_public_url_defaults_to_the_port_the_server_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9123")
+    s = settings()
+    assert s.public_url == "http://localhost:9123"
+    assert s.voice_webhook_url == "http://localhost:9123/api/twilio/voice"
+
+
+def test_no_default_model_is_one_announced_to_shut_down_within_90_days() -> None:
+    s = settings()
+    # gpt-4o-mini-transcribe shuts down 2027-02-26; the Speech API models 2027-01-06 (not automatic
+    # when a Deepgram key is set: see above).
+    assert s.openai_transcribe_model == "gpt-transcribe"
+    assert s.openai_api == "responses"
 
 
 def test_use_mock_streaming_forces_mocks_whatever_keys_are_set(monkeypatch: pytest.MonkeyPatch) -> None:

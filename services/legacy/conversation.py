@@ -21,7 +21,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from services.legacy.transcriber import Transcriber, TranscriberError, build_transcriber
 from services.llm.base import BrainError, Message, TextDelta, ToolCall
 from services.llm.mock import PASS_ON
-from services.orchestrator.session import DTMF_PERSON, FALLBACK_LINE
+from services.orchestrator.session import DTMF_PERSON, FALLBACK_LINE, TAKE_A_MESSAGE
 from services.privacy import mask_phone
 from services.providers import build_brain
 from services.receptionist.profile import BusinessProfile
@@ -31,15 +31,16 @@ from services.storage import Storage, TurnRow
 from services.storage.models import utcnow
 from services.storage.recorder import plain
 from services.telephony.rest import Telephony
+from services.telephony.webhook import DIAL_FAILED
 
 log = logging.getLogger("zylin.legacy")
 
 RECORDING_PATH = "/api/twilio/voice-legacy/recording"
+DIAL_RESULT_PATH = "/api/twilio/voice-legacy/dial-result"
 REPROMPT = "Sorry, I didn't catch that. Could you say it again?"
 MESSAGE_OFFER = f"I'm sorry, I'm having trouble hearing you. I can take a message for the team. {PASS_ON}"
 NOT_HEARD_GOODBYE = "I'm sorry, I still can't hear you. Please call back in a little while. Goodbye!"
 TOO_SLOW = "I'm sorry, that took me too long. Could you say that again?"
-TRANSFER_FAILED = "Sorry, nobody could take your call right now. Please try again later. Goodbye."
 MAX_REPROMPTS = 2                           # in a row; then the message offer, then goodbye
 RECORDING_RETRY_DELAYS_S = (0.25, 0.5, 0.5, 1.0)  # a recording can 404 for a moment after the callback
 RECORDING_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
@@ -145,10 +146,11 @@ class LegacyReceptionist:
         return str(response)
 
     def say_and_dial(self, text: str, number: str) -> str:
+        """Nothing after </Dial>: Twilio posts the outcome to the action, which answers the rest."""
         response = VoiceResponse()
         self._say(response, text)
-        response.dial(number, timeout=25)
-        self._say(response, TRANSFER_FAILED)
+        response.dial(number, action=self.settings.public_url + DIAL_RESULT_PATH, method="POST",
+                      timeout=self.settings.transfer_ring_s)
         return str(response)
 
     def say_and_hang_up(self, text: str) -> str:
@@ -298,6 +300,26 @@ class LegacyReceptionist:
                 return response.content
         raise RecordingError("recording fetch gave up")  # not reached: the last 404 raises above
 
+    async def on_dial_result(self, form: Mapping[str, str]) -> str:
+        """The transfer ended: answered means the call is done; otherwise Zylin takes the caller
+        back, says why, and offers to take a message."""
+        call_sid = form.get("CallSid", "")
+        status = form.get("DialCallStatus", "")
+        duration = form.get("DialCallDuration", "")
+        progress = Progress(received=time.monotonic())
+        if status not in DIAL_FAILED:
+            progress.event("transfer_answered", status=status or "completed",
+                           duration_s=int(duration) if duration.isdigit() else None)
+            await self._store(call_sid, await self._state(call_sid), [], progress.events,
+                              end_reason="transferred to a person", received=progress.received)
+            return str(VoiceResponse())  # the person hung up: nothing left to run, the call ends
+        progress.event("transfer_failed", status=status, why=DIAL_FAILED[status])
+        state = await self._state(call_sid)
+        line = f"I'm sorry, I couldn't put you through: {DIAL_FAILED[status]}. {TAKE_A_MESSAGE}"
+        progress.messages = [Message("assistant", line)]
+        return await self._answer(call_sid, state, progress, line, at=utcnow(),
+                                  caller=form.get("From", ""), called=form.get("To", ""))
+
     # --- answers -------------------------------------------------------------------------------------
 
     async def _missed(self, call_sid: str, state: LegacyState, progress: Progress, at: datetime,
@@ -345,7 +367,7 @@ class LegacyReceptionist:
         action, end_reason = progress.action, None
         if action is not None and action.kind == "transfer":
             progress.event("transfer", target=action.target, reason=action.reason)
-            end_reason, twiml = "transferred to a person", self.say_and_dial(text, action.target)
+            twiml = self.say_and_dial(text, action.target)  # the dial's outcome ends the call, or not
         elif action is not None:
             progress.event("hang_up", reason=action.reason)
             end_reason, twiml = "zylin ended the call", self.say_and_hang_up(text)

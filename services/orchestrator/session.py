@@ -14,18 +14,20 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from services.asr.base import RecognizerFailed, SpeechRecognizer, Transcript, UtteranceEnd
+from services.asr.base import (RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript,
+                               UtteranceEnd)
 from services.audio.codec import FRAME_MS, OutboundEncoder, rms, ulaw_to_pcm
 from services.audio.vad import EnergyVad, VadEvent
 from services.llm.base import Brain, BrainError, Message, TextDelta, ToolCall
 from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
-from services.orchestrator.speaker import Speaker, SpokenSentence, send_frames
+from services.orchestrator.speaker import SpeechFallback, Speaker, SpokenSentence, send_frames
 from services.receptionist.tools import CallAction, Toolbox
 from services.settings import Settings
 from services.telephony.media_streams import StreamSender
 from services.telephony.rest import Telephony
+from services.telephony.webhook import DIAL_FAILED, dial_result_url
 from services.tts.base import SpeechSynthesizer
 
 log = logging.getLogger("zylin.session")
@@ -34,8 +36,8 @@ FALLBACK_LINE = ("I'm sorry, I'm having trouble on my end right now. I can take 
                  "or put you through to someone. Which would you prefer?")
 ASR_DOWN_LINE = ("I'm sorry, I'm having trouble hearing you right now. Please press zero to reach "
                  "a person, or call back in a few minutes.")
-TRANSFER_FAILED_LINE = ("I'm sorry, I couldn't connect you. I can take a message and make sure "
-                        "the team gets back to you. What would you like me to pass on?")
+TAKE_A_MESSAGE = "I can take a message and make sure the team gets back to you. What would you like me to pass on?"
+TRANSFER_FAILED_LINE = f"I'm sorry, I couldn't connect you. {TAKE_A_MESSAGE}"
 IDLE_PROMPT = "Are you still there?"
 IDLE_GOODBYE = "I haven't heard anything, so I'll end the call now. Feel free to call back. Goodbye!"
 MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. Please call back anytime. Goodbye!"
@@ -102,7 +104,8 @@ class CallSession:
     def __init__(self, info: CallInfo, settings: Settings, recognizer: SpeechRecognizer,
                  brain: Brain, tts: SpeechSynthesizer, toolbox: Toolbox, telephony: Telephony,
                  sender: StreamSender, recorder: CallRecorder, greeting_text: str,
-                 greeting_audio: bytes | None) -> None:
+                 greeting_audio: bytes | None, transfer_failed: str = "", segment: int = 0,
+                 speech_fallback: SpeechFallback | None = None) -> None:
         self.info = info
         self.settings = settings
         self.asr = recognizer
@@ -114,6 +117,10 @@ class CallSession:
         self.recorder = recorder
         self.greeting_text = greeting_text
         self.greeting_audio = greeting_audio
+        self.speech_fallback = speech_fallback  # another voice and an apology, when `tts` fails
+        self.transfer_failed = transfer_failed  # DialCallStatus: the caller is back from a failed transfer
+        self.segment = segment                  # this call's stream number (0, then 1 after a transfer...)
+        self._turn_base = segment * 1000        # turn numbers stay unique across the call's streams
         self.state = State.STREAMING
         self.history: list[Message] = []
         self.turns: list[TurnRecord] = []
@@ -220,6 +227,9 @@ class CallSession:
                     await self._on_transcript(event)
                 elif isinstance(event, UtteranceEnd):
                     await self._close_turn()
+                elif isinstance(event, SpeechNotUnderstood) and self.state is State.STREAMING:
+                    self._caller_active()  # they spoke: not silence, whatever the words were
+                    self._say(event.notice)
                 elif isinstance(event, RecognizerFailed):
                     await self._recognizer_failed(event.reason)
         except asyncio.CancelledError:
@@ -251,7 +261,7 @@ class CallSession:
         if self._reply is not None and self._reply.playing:
             await self._barge_in("new turn")  # the caller went on (or pressed 0) while we answered
         latency = TurnLatency(speech_end=speech_end or self.vad.last_voiced_at or now, transcript_at=now)
-        turn = TurnRecord(len(self.turns), "caller", text, now, latency=latency)
+        turn = TurnRecord(self._turn_base + len(self.turns), "caller", text, now, latency=latency)
         self.turns.append(turn)
         self.history.append(Message("user", text))
         reply = self._new_reply(latency, caller_turn=turn)
@@ -270,7 +280,7 @@ class CallSession:
         self._gen += 1
         # A fresh encoder per reply: an interrupted reply's leftovers can never leak into the next.
         encoder = OutboundEncoder(self.tts.sample_rate, self.tts.encoding, self.settings.soxr_quality)
-        speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency)
+        speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency, self.speech_fallback, self._event)
         record = TurnRecord(0, "zylin", "", time.monotonic())
         reply = Reply(self._gen, latency, speaker, record, caller_turn=caller_turn,
                       stream_s_at_start=self.stream_s)
@@ -418,7 +428,7 @@ class CallSession:
         if reply.caller_turn is not None:
             self.recorder.turn(self.info, reply.caller_turn)
         if spoken:
-            reply.record.index = len(self.turns)
+            reply.record.index = self._turn_base + len(self.turns)
             reply.record.at = time.monotonic()
             self.turns.append(reply.record)
             self.recorder.turn(self.info, reply.record)
@@ -433,8 +443,10 @@ class CallSession:
                 await self.stop("zylin ended the call")
             return
         self._event("transfer", target=action.target, reason=action.reason)
-        if await self.telephony.transfer(self.info.call_sid, action.target):
+        action_url = dial_result_url(self.settings.public_url, self.segment + 1)
+        if await self.telephony.transfer(self.info.call_sid, action.target, action_url):
             self.state = State.ENDING  # Twilio stops the stream by itself when <Dial> starts
+            self.end_reason = "transferred to a person"
             return
         self._event("transfer_failed", target=action.target)
         self.history.append(Message("user", "[The transfer failed: nobody could be reached.]"))
@@ -443,6 +455,10 @@ class CallSession:
     # --- greeting, silence, limits ------------------------------------------------------------------
 
     def _greet(self) -> None:
+        if self.transfer_failed:  # back from a <Dial> nobody answered: say so, offer a message
+            why = DIAL_FAILED.get(self.transfer_failed, "nobody could take the call")
+            self._say(f"I'm sorry, I couldn't put you through: {why}. {TAKE_A_MESSAGE}")
+            return
         if self.greeting_audio is None:  # the cache could not render it: synthesize live
             self._say(self.greeting_text)
             return

@@ -170,14 +170,35 @@ class SimulatedCaller:
     # --- a call ---------------------------------------------------------------------------------
 
     async def call(self, lines: list[CallerLine], *, mock_script: bool = True, hang_up: bool = True,
-                   sign: bool = True) -> CallResult:
+                   sign: bool = True, until: asyncio.Future | None = None) -> CallResult:
         """Place one call and follow `lines`. What the server gets wrong (status, close, bad
-        frames, no reply) is recorded in the result, not raised."""
+        frames, no reply) is recorded in the result, not raised. When `until` completes, Twilio
+        ends the stream as it does when new TwiML (a transfer's <Dial>) replaces it."""
         result = CallResult(call_sid=self.call_sid or _sid("CA"), speed=self.speed)
         await self._webhook(result, sign)
         if result.webhook_status != 200 or not result.stream_url:
             return result
+        await self._stream(result, lines, mock_script=mock_script, hang_up=hang_up, sign=sign, until=until)
+        return result
 
+    async def rejoin(self, call_sid: str, twiml: str, lines: list[CallerLine], *, mock_script: bool = True,
+                     hang_up: bool = True, until: asyncio.Future | None = None) -> CallResult:
+        """The same call, back on a new stream: Twilio runs the <Connect><Stream> a webhook (a
+        transfer's <Dial action>) answered."""
+        result = CallResult(call_sid=call_sid, speed=self.speed, webhook_status=200, twiml=twiml)
+        result.stream_url, result.parameters = parse_stream_twiml(twiml)
+        if result.stream_url:
+            await self._stream(result, lines, mock_script=mock_script, hang_up=hang_up, sign=True, until=until)
+        return result
+
+    async def post_signed(self, path: str, form: dict[str, str]) -> httpx.Response:
+        """A Twilio callback (status, dial result) to the server, signed over PUBLIC_URL + path."""
+        headers = self._signature(self.public_url + path, form, True)
+        async with httpx.AsyncClient(timeout=self.reply_timeout_s) as http:
+            return await http.post(self.base_url + path, data=form, headers=headers)
+
+    async def _stream(self, result: CallResult, lines: list[CallerLine], *, mock_script: bool,
+                      hang_up: bool, sign: bool, until: asyncio.Future | None) -> None:
         params = dict(result.parameters)
         if mock_script:
             params["mockScript"] = json.dumps([line.text for line in lines if line.dtmf is None])
@@ -188,10 +209,9 @@ class SimulatedCaller:
                                ping_interval=None, open_timeout=self.reply_timeout_s,
                                close_timeout=2.0, max_size=2 ** 20) as ws:
                 session = _Session(self, ws, result)
-                await session.run(lines, params, hang_up)
+                await session.run(lines, params, hang_up, until)
         except InvalidStatus as exc:
             result.handshake_status = exc.response.status_code
-        return result
 
 
 def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
@@ -282,7 +302,8 @@ class _Session:
 
     # --- the session ------------------------------------------------------------------------------
 
-    async def run(self, lines: list[CallerLine], params: dict[str, str], hang_up: bool) -> None:
+    async def run(self, lines: list[CallerLine], params: dict[str, str], hang_up: bool,
+                  until: asyncio.Future | None = None) -> None:
         speech = [speech_ulaw(line.text, seed=i) if line.dtmf is None else b""
                   for i, line in enumerate(lines)]  # rendered up front: the sender only slices
         if not await self._send(wire.inbound_connected()):
@@ -297,24 +318,28 @@ class _Session:
             ("sender", self._sender()), ("player", self._player()), ("receiver", self._receiver()))]
         driver = asyncio.create_task(self._drive(lines, speech), name="driver")
         closed = asyncio.create_task(self._closed.wait(), name="closed")
+        replaced = asyncio.ensure_future(until) if until is not None else asyncio.get_running_loop().create_future()
         try:
-            pending = {driver, closed, *workers}
-            while not (driver.done() or closed.done()):
+            pending = {driver, closed, replaced, *workers}
+            while not (driver.done() or closed.done() or replaced.done()):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task not in (driver, closed) and not task.cancelled() and task.exception():
+                    if task not in (driver, closed, replaced) and not task.cancelled() and task.exception():
                         raise task.exception()  # a bug in the simulator: do not hide it
-            if driver.done():
+            if driver.done() and not replaced.done():
                 driver.result()
-                if not hang_up:  # the bot is expected to end the call
-                    if not await self._wait_until(self._closed.is_set, self.reply_timeout_s):
+                if not hang_up:  # the bot is expected to end the call (or move it elsewhere)
+                    ended = lambda: self._closed.is_set() or replaced.done()  # noqa: E731
+                    if not await self._wait_until(ended, self.reply_timeout_s):
                         self.result.timeouts.append("server did not end the call")
-                if not self._closed.is_set():
-                    await self._hang_up(workers)
+            if not self._closed.is_set():
+                await self._hang_up(workers)  # the caller hangs up, or new TwiML took the call
         finally:
             self._streaming = False
             for task in (driver, closed, *workers):
                 task.cancel()
+            if until is None:
+                replaced.cancel()
             await asyncio.gather(driver, closed, *workers, return_exceptions=True)
             await self._record_close()
 

@@ -189,6 +189,9 @@ class CallLog:
         at = at or utcnow()
         async with self.db.write() as session:
             call = await self._ensure(session, call_sid, caller=caller, called=called, at=at)
+            if call.status == "completed" and call.stream_sid not in (None, stream_sid):
+                # The caller is back on a new stream (a transfer nobody answered): the call goes on.
+                call.status, call.ended_at, call.end_reason = "in-progress", None, None
             call.stream_sid = stream_sid
             call.stream_started_at = call.stream_started_at or at
             call.from_number = call.from_number or caller

@@ -18,7 +18,7 @@ from services.orchestrator.record import CallEvent, CallInfo, LogRecorder, TurnR
 from services.storage.calls import CallDetail, TurnRow
 from services.storage.service import Storage
 
-RECENT_ENDS = 1000
+RECENT_ENDS = 2000   # keys: call, and call/stream
 
 
 def wall_clock(monotonic_at: float | None) -> datetime | None:
@@ -78,24 +78,27 @@ class DatabaseRecorder(LogRecorder):
             lambda: self.storage.calls.end_call(call.call_sid, reason=reason, at=at, greeting_ms=greeting_ms,
                                                 stream_sid=call.stream_sid, caller=call.caller,
                                                 called=call.called),
-            done=lambda stored: self._end_stored(call.call_sid))
+            done=lambda stored: self._end_stored(call.call_sid, call.stream_sid))
 
-    def _end_stored(self, call_sid: str) -> None:
-        self._recent[call_sid] = None
+    def _end_stored(self, call_sid: str, stream_sid: str) -> None:
+        for key in (call_sid, f"{call_sid}/{stream_sid}"):
+            self._recent[key] = None
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None:
+                waiter.set()
         while len(self._recent) > RECENT_ENDS:
             self._recent.popitem(last=False)
-        waiter = self._waiters.pop(call_sid, None)
-        if waiter is not None:
-            waiter.set()
 
-    async def wait_ended(self, call_sid: str, timeout_s: float = 10.0) -> CallDetail:
-        """The stored call, once this server has written its end."""
-        if call_sid not in self._recent:
-            waiter = self._waiters.setdefault(call_sid, asyncio.Event())
+    async def wait_ended(self, call_sid: str, timeout_s: float = 10.0, *, stream_sid: str = "") -> CallDetail:
+        """The stored call, once this server has written the end of its stream (of `stream_sid`,
+        when a call had several: a caller back from a transfer)."""
+        key = f"{call_sid}/{stream_sid}" if stream_sid else call_sid
+        if key not in self._recent:
+            waiter = self._waiters.setdefault(key, asyncio.Event())
             try:
                 await asyncio.wait_for(waiter.wait(), timeout_s)
             except asyncio.TimeoutError:
-                self._waiters.pop(call_sid, None)
+                self._waiters.pop(key, None)
                 raise
         detail = await self.storage.calls.get_call(call_sid)
         assert detail is not None, f"call {call_sid} ended but is not stored"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from services.privacy import mask_phone
 from services.settings import Settings
@@ -86,6 +87,12 @@ class Storage:
         at = utcnow()
         await self._now_or_queued(f"status {twilio_status!r} of call {call_sid}", lambda: self.calls.status_callback(
             call_sid, twilio_status=twilio_status, duration_s=duration_s, caller=caller, called=called, at=at))
+
+    async def call_event(self, call_sid: str, kind: str, detail: dict[str, Any]) -> None:
+        """An event a webhook saw (a transfer's outcome); never raises."""
+        at = utcnow()
+        await self._now_or_queued(f"event {kind} of call {call_sid}", lambda: self.calls.add_event(
+            call_sid, kind, detail, at))
 
     async def _now_or_queued(self, what: str, write: Callable[[], Awaitable[None]]) -> None:
         try:

@@ -45,6 +45,24 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     return str(response)
 
 
+DIAL_RESULT_PATH = "/api/twilio/dial-result"
+# DialCallStatus values after which the caller is still on the line with nobody (Twilio's <Dial> docs).
+DIAL_FAILED = {"no-answer": "nobody answered", "busy": "the line was busy",
+               "failed": "the call could not be connected", "canceled": "the call was cancelled"}
+
+
+def dial_result_url(public_url: str, segment: int) -> str:
+    """Where <Dial action> posts the outcome; `segment` numbers the call's streams (the caller may
+    come back to Zylin after a failed transfer), so turn numbers never collide."""
+    return f"{public_url}{DIAL_RESULT_PATH}?segment={segment}"
+
+
+def hangup_twiml() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
 def say_and_hangup_twiml(text: str) -> str:
     response = VoiceResponse()
     response.say(text)

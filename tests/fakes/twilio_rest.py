@@ -3,8 +3,11 @@ new TwiML with <Dial> for a transfer) and sending an SMS. The real twilio SDK ta
 through `TwilioTelephony(..., api_base_url=fake.url)`.
 
 It checks HTTP Basic auth (account SID + auth token) as Twilio does, records every request it
-accepts, answers with Twilio's JSON resources, and can be told to fail the next requests with
-Twilio's error body (a 404 for a caller who already hung up, a 500 for an outage).
+accepts, answers with Twilio's JSON resources, and refuses what Twilio refuses: an update of a
+call that has ended gets 400 with error 21220 (a call becomes ended when it is hung up through
+the API, or when a test says so), a call Twilio does not know gets 404 with error 20404. It can
+also fail the next requests with any status (a 500 for an outage), or never answer them at all
+(`stall()`: the request hangs until `release` is set or the client gives up).
 
     async with FakeTwilioRest() as twilio:
         telephony = TwilioTelephony(twilio.account_sid, twilio.auth_token, twilio.url, "+15550009999")
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.simulator.server import serve_app
@@ -30,6 +33,7 @@ API = "/2010-04-01/Accounts/{account}"
 ERRORS = {401: (20003, "Authenticate"),
           404: (20404, "The requested resource was not found"),
           500: (20500, "Internal Server Error")}
+CALL_NOT_IN_PROGRESS = (21220, "Call is not in-progress. Cannot redirect.")
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,18 @@ class FakeTwilioRest:
         self.unauthorized = 0                          # requests refused for bad credentials
         self.call_failures: deque[int] = deque()       # statuses for the next call updates
         self.message_failures: deque[int] = deque()    # statuses for the next messages
+        self.ended_calls: set[str] = set()             # updates get 400 / 21220
+        self.unknown_calls: set[str] = set()           # updates get 404 / 20404
+        self.stalled = 0                               # requests left hanging by stall()
+        self.release = asyncio.Event()                 # ends every stall
+        self._stall = False
         self.app = Starlette(routes=[
             Route(API + "/Calls/{sid}.json", self._update_call, methods=["POST"]),
             Route(API + "/Messages.json", self._send_message, methods=["POST"]),
+            Route(API + "/Recordings/{sid}.wav", self._recording, methods=["GET"]),
         ])
+        self.recordings: dict[str, bytes] = {}          # RecordingSid -> WAV, served to the account
+        self.recording_fetches: list[tuple[str, int]] = []
         self._changed = asyncio.Condition()
         self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
 
@@ -74,6 +86,25 @@ class FakeTwilioRest:
 
     def fail_messages(self, status: int, times: int = 1) -> None:
         self.message_failures.extend([status] * times)
+
+    def recording_url(self, sid: str) -> str:
+        """The RecordingUrl Twilio's callback names (without the extension; .wav is added by clients)."""
+        return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Recordings/{sid}"
+
+    def end_call(self, call_sid: str) -> None:
+        """The caller hung up: Twilio refuses to update the call from now on (21220)."""
+        self.ended_calls.add(call_sid)
+
+    def stall(self) -> None:
+        """Accept every following request and never answer it (until `release` is set)."""
+        self._stall = True
+        self.release.clear()
+
+    async def _maybe_stall(self) -> None:
+        if self._stall:
+            self.stalled += 1
+            await self._notify()
+            await self.release.wait()
 
     async def wait_messages(self, count: int, timeout: float = 5.0) -> list[SentSms]:
         async with self._changed:
@@ -112,11 +143,19 @@ class FakeTwilioRest:
             return self._refused(request)
         form = {k: str(v) for k, v in (await request.form()).items()}
         sid = request.path_params["sid"]
+        await self._maybe_stall()
         status = self.call_failures.popleft() if self.call_failures else 200
+        refusal = None
+        if sid in self.unknown_calls:
+            status, refusal = 404, ERRORS[404]
+        elif sid in self.ended_calls:
+            status, refusal = 400, CALL_NOT_IN_PROGRESS
         self.call_updates.append(CallUpdate(asyncio.get_running_loop().time(), sid, form, status))
         await self._notify()
         if status != 200:
-            return _error(status, request)
+            return _error(status, request, refusal)
+        if form.get("Status") in ("completed", "canceled"):
+            self.ended_calls.add(sid)
         return JSONResponse({
             "sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
             "status": form.get("Status", "in-progress"), "direction": "inbound",
@@ -127,6 +166,7 @@ class FakeTwilioRest:
         if not self._authorized(request):
             return self._refused(request)
         form = {k: str(v) for k, v in (await request.form()).items()}
+        await self._maybe_stall()
         status = self.message_failures.popleft() if self.message_failures else 201
         sms = SentSms(asyncio.get_running_loop().time(), form.get("To", ""), form.get("From", ""),
                       form.get("Body", ""), status)
@@ -141,6 +181,16 @@ class FakeTwilioRest:
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sms.sid}.json",
         }, status_code=201)
 
+    async def _recording(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        status = 200 if sid in self.recordings else 404
+        if not self._authorized(request):
+            status = 401
+        self.recording_fetches.append((sid, status))
+        if status != 200:
+            return _error(status, request)
+        return Response(self.recordings[sid], media_type="audio/x-wav")
+
     def _refused(self, request: Request) -> JSONResponse:
         self.unauthorized += 1
         return _error(401, request)
@@ -150,8 +200,8 @@ class FakeTwilioRest:
             self._changed.notify_all()
 
 
-def _error(status: int, request: Request) -> JSONResponse:
-    code, message = ERRORS.get(status, (20000 + status, "Error"))
+def _error(status: int, request: Request, refusal: tuple[int, str] | None = None) -> JSONResponse:
+    code, message = refusal or ERRORS.get(status, (20000 + status, "Error"))
     return JSONResponse({"code": code, "message": f"{message}: {request.url.path}",
                          "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
                         status_code=status)
