@@ -10,7 +10,7 @@ line after each reply. Per N, over a steady window after the ramp:
 
 - lag p99: how late the server picks inbound frames up vs when they were due (see bench.server);
 - gaps: reply audio that reached the caller after its playout deadline (see bench.loadgen);
-- turn overhead p99 (DESIGN.md §5 overhead_ms), server CPU % and RSS;
+- turn overhead p99 (overhead_ms, docs/architecture.md "Latency"), server CPU % and RSS;
 - the generator's own tick lateness and CPU, to show it is not what limits the figure.
 
 Capacity = the largest N with lag p99 < 20 ms, no caller hearing a gap, and every call answered.

@@ -527,7 +527,7 @@ if __name__ == "__main__":
 class ServerGroup:
     """`workers` server processes sharing one port with SO_REUSEPORT, as `uvicorn --workers` or
     several instances behind a load balancer would: a call's webhook and its WebSocket may land
-    on different processes (DESIGN.md §3: everything the socket needs travels with it). The
+    on different processes (docs/twilio.md: everything the socket needs travels with it). The
     /bench/* figures are fetched from each process's private port and merged."""
 
     def __init__(self, settings_values: dict[str, Any], workers: int, **options: Any) -> None:

@@ -3,7 +3,7 @@
     python -m bench.turn_overhead [--calls 1,10,100] [--window 40] [--quick] [--json PATH]
 
 Mock providers with zero delay, so the providers' own time is ~0 and what is left is Zylin's.
-Per caller turn the server records (DESIGN.md §5) first_audio_ms = end of caller speech -> first
+Per caller turn the server records (docs/architecture.md, "Latency") first_audio_ms = end of caller speech -> first
 outbound media frame sent, and overhead_ms = first_audio_ms - (asr + llm first token + tools + tts
 first byte): the turn manager, the brain loop, the sentence chunker, resampling, framing and the
 socket. asr_ms holds the local VAD's 300 ms end-of-speech silence, so it is not overhead.

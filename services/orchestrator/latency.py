@@ -1,4 +1,4 @@
-"""What one caller turn cost, instant by instant (DESIGN.md §5)."""
+"""What one caller turn cost, instant by instant (the fields are defined in docs/architecture.md, "Latency")."""
 
 from __future__ import annotations
 
