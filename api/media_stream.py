@@ -35,6 +35,16 @@ class Drops:
             log.warning("dropped a frame (%s): %s", kind, detail)
 
 
+def _ours(session: CallSession | None, stream_sid: str, drops: Drops) -> bool:
+    """Whether an event names this connection's stream; one for another is dropped."""
+    if session is None:
+        return False
+    if stream_sid != session.info.stream_sid:
+        drops.drop("wrong stream", stream_sid)
+        return False
+    return True
+
+
 async def media_stream(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     settings = runtime.settings
@@ -74,10 +84,10 @@ async def media_stream(websocket: WebSocket) -> None:
                 else:
                     await session.on_media(event.payload)
             elif isinstance(event, Mark):
-                if session is not None and event.stream_sid == session.info.stream_sid:
+                if _ours(session, event.stream_sid, drops):
                     session.on_mark(event.name)
             elif isinstance(event, Dtmf):
-                if session is not None and event.stream_sid == session.info.stream_sid:
+                if _ours(session, event.stream_sid, drops):
                     await session.on_dtmf(event.digit)
             elif isinstance(event, Start):
                 if session is not None:
@@ -92,6 +102,8 @@ async def media_stream(websocket: WebSocket) -> None:
                 session = await runtime.open_session(event, sender)
                 await session.start()
             elif isinstance(event, Stop):
+                if session is not None and not _ours(session, event.stream_sid, drops):
+                    continue  # another stream's stop must not end this call
                 reason = "stop event"
                 break
             elif isinstance(event, Connected):

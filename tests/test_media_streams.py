@@ -141,6 +141,73 @@ def test_a_malformed_frame_is_a_protocol_error_that_names_the_problem(frame: str
     assert complaint in str(caught.value)
 
 
+def _raw_media(chunk: str = '"1"', timestamp: str = '"5"') -> str:
+    """A media frame with its numbers written verbatim (JSON that json.dumps would not write)."""
+    return ('{"event": "media", "streamSid": "%s", "media": {"track": "inbound", "chunk": %s, '
+            '"timestamp": %s, "payload": "%s"}}' % (SID, chunk, timestamp, PAYLOAD))
+
+
+def _start_with(**start_fields) -> str:
+    start = json.loads(TWILIO_START)
+    start["start"].update(start_fields)
+    return json.dumps(start)
+
+
+@pytest.mark.parametrize(("frame", "complaint"), [
+    (_raw_media(chunk="Infinity"), "JSON"),
+    (_raw_media(chunk="-Infinity"), "JSON"),
+    (_raw_media(chunk="NaN"), "JSON"),
+    (_raw_media(timestamp="1e400"), "JSON"),
+    (_raw_media(chunk="1" * 5000), "JSON"),
+    (_raw_media(chunk="1.5"), "chunk"),
+    (_raw_media(timestamp="5.0"), "timestamp"),
+    (_raw_media(chunk="true"), "chunk"),
+    (_raw_media(chunk="[1]"), "chunk"),
+    (_raw_media(chunk='{"n": 1}'), "chunk"),
+    (_raw_media(chunk='"-1"'), "chunk"),
+    (_raw_media(chunk='"1e3"'), "chunk"),
+    (_raw_media(chunk='" 7 "'), "chunk"),
+    (_raw_media(chunk='"\u0661"'), "chunk"),  # ARABIC-INDIC DIGIT ONE: int() would take it
+    (_raw_media(chunk='"%s"' % ("9" * 5000)), "chunk"),
+    (_raw_media(timestamp="%d" % 2 ** 64), "timestamp"),
+    (_start_with(tracks=5), "tracks"),
+    (_start_with(tracks="inbound"), "tracks"),
+    (_start_with(tracks=["inbound", 5]), "tracks"),
+    (_start_with(tracks={"inbound": True}), "tracks"),
+    (_start_with(mediaFormat={"sampleRate": 8000.5}), "sampleRate"),
+    (_start_with(mediaFormat={"channels": False}), "channels"),
+], ids=["chunk-infinity", "chunk-minus-infinity", "chunk-nan", "timestamp-overflows-to-infinity",
+        "chunk-too-many-digits", "chunk-fraction", "timestamp-float", "chunk-bool", "chunk-list",
+        "chunk-object", "chunk-negative", "chunk-exponent-string", "chunk-padded-string", "chunk-non-ascii-digit",
+        "chunk-string-too-many-digits", "timestamp-beyond-64-bits", "tracks-number", "tracks-string",
+        "tracks-not-all-strings", "tracks-object", "sample-rate-fraction", "channels-bool"])
+def test_numbers_are_finite_whole_numbers_and_tracks_a_list_of_strings(frame: str, complaint: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_event(frame)
+    assert complaint in str(caught.value)
+    assert len(str(caught.value)) < 200, "the complaint quotes a bad value only in part"
+
+
+def test_numbers_twilio_sends_as_strings_or_as_json_numbers_are_both_read() -> None:
+    assert parse_event(_raw_media(chunk="7", timestamp="140")).chunk == 7
+    assert parse_event(_raw_media(chunk='"0"', timestamp='"0"')).timestamp_ms == 0
+    assert parse_event(_start_with(tracks=["inbound", "outbound"])).tracks == ("inbound", "outbound")
+    assert parse_event(_start_with(tracks=[])).tracks == ("inbound",)
+
+
+def test_any_other_failure_inside_the_parser_is_still_a_protocol_error(monkeypatch) -> None:
+    """The edge drops ProtocolErrors and keeps the call; anything else would end it."""
+    from services.telephony import media_streams
+
+    def broken(msg: dict) -> Start:
+        raise KeyError("a bug in a field reader")
+
+    monkeypatch.setattr(media_streams, "_start", broken)
+    with pytest.raises(ProtocolError) as caught:
+        parse_event(TWILIO_START)
+    assert "KeyError" in str(caught.value)
+
+
 # --- outbound -------------------------------------------------------------------------------------
 
 def test_media_message_is_exactly_what_twilio_expects() -> None:
