@@ -1,7 +1,11 @@
 """Who may read the call log: ADMIN_TOKEN as an HTTP Basic password or a Bearer token.
 
-With no token set, review is served only to clients on this machine (loopback) that did not
-come through a proxy: behind ngrok or a load balancer, set ADMIN_TOKEN.
+With no token set, review is served only to requests that are plainly from this machine: a
+loopback client, a Host that names this machine (localhost, 127.x.x.x, [::1], any port) and no
+proxy headers. The client address alone is not enough: a web page whose name an attacker
+re-resolves to 127.0.0.1 (DNS rebinding) and a plain TCP tunnel both arrive from loopback, and
+uvicorn, trusting 127.0.0.1 as a proxy, takes the client address from X-Forwarded-For. Behind
+ngrok, a load balancer or any tunnel, set ADMIN_TOKEN.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 log = logging.getLogger("zylin.api.auth")
 
 REALM = "Zylin call log"
-PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via")
+LOOPBACK_NAMES = ("localhost",)
+REMEDY = "set ADMIN_TOKEN to use the call log through a proxy or from another machine"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -39,14 +45,42 @@ def presented_token(request: Request) -> str | None:
     return None
 
 
-def is_local(request: Request) -> bool:
-    if any(header in request.headers for header in PROXY_HEADERS):
-        return False
-    host = request.client.host if request.client else ""
+def not_local(request: Request) -> str | None:
+    """None when the request is plainly from this machine, else why it is not."""
+    proxied = [name for name in PROXY_HEADERS if name in request.headers]
+    if proxied:
+        return f"it came through a proxy ({', '.join(proxied)} header)"
+    hosts = request.headers.getlist("host")
+    if len(hosts) != 1 or not loopback_host(hosts[0]):
+        shown = ", ".join(repr(h[:80]) for h in hosts) or "none"
+        return f"its Host ({shown}) is not this machine's name (localhost, 127.0.0.1, [::1])"
+    client = request.client.host if request.client else ""
+    if not _loopback_address(client):
+        return f"it came from {client or 'an unknown address'}, not from this machine"
+    return None
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine: localhost or a loopback address, any port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [IPv6]:port
+        name, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+        return _port(port[1:]) and _loopback_address(name) and ":" in name
+    name, _, port = host.partition(":")  # no colon left in name: an address can only be IPv4
+    return _port(port) and (name in LOOPBACK_NAMES or _loopback_address(name))
+
+
+def _port(port: str) -> bool:
+    return port == "" or (port.isascii() and port.isdigit() and len(port) <= 5)
+
+
+def _loopback_address(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host == "testclient"  # Starlette's in-process TestClient
+        return False
 
 
 def refusal(request: Request) -> Response | None:
@@ -62,11 +96,13 @@ def refusal(request: Request) -> Response | None:
         if wants_json:
             return JSONResponse({"error": message}, status_code=401, headers=headers)
         return PlainTextResponse(message, status_code=401, headers=headers)
-    if is_local(request):
+    why = not_local(request)
+    if why is None:
         return None
-    log.warning("call log refused to %s: no ADMIN_TOKEN set, so only this machine may read it",
-                request.client.host if request.client else "?")
-    message = "The call log is served only on this machine until ADMIN_TOKEN is set."
+    log.warning("call log refused to %s: no ADMIN_TOKEN set and %s",
+                request.client.host if request.client else "?", why)
+    message = (f"Refused: {why}. With no ADMIN_TOKEN set, the call log is served only to this "
+               f"machine, directly; {REMEDY}.")
     if wants_json:
         return JSONResponse({"error": message}, status_code=403)
     return PlainTextResponse(message, status_code=403)
@@ -84,4 +120,5 @@ def access_banner(admin_token: str) -> str:
     if admin_token:
         return "Call log (/calls, /api/calls): ADMIN_TOKEN required (HTTP Basic password or Bearer)."
     return ("Call log (/calls, /api/calls): ADMIN_TOKEN is not set, so it is served only to this "
-            "machine (loopback, not through a proxy). Set ADMIN_TOKEN to read it remotely.")
+            "machine (http://localhost or 127.0.0.1, not through a proxy or tunnel). "
+            "Set ADMIN_TOKEN to read it remotely.")

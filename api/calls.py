@@ -12,7 +12,7 @@ dates; JSON times are UTC (ISO 8601).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -47,28 +47,40 @@ class BadFilter(ValueError):
 # --- filters ----------------------------------------------------------------------------------------
 
 def _moment(value: str, name: str, tz: ZoneInfo, *, end_of_day: bool) -> datetime | None:
-    """'2026-11-23' (a local date; `to` includes the whole day) or an ISO datetime."""
+    """'2026-11-23' (a local date; `to` includes the whole day) or an ISO datetime, in UTC.
+
+    Converted here rather than when the query binds it: a moment with no UTC time (before
+    year 1, after 9999) is the caller's 400, not the server's 500.
+    """
     value = value.strip()
     if not value:
         return None
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time(), tz)
-        else:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            moment = moment if moment.tzinfo else moment.replace(tzinfo=tz)
+        return _local_moment(value, tz, end_of_day=end_of_day).astimezone(UTC)
+    except OverflowError:
+        raise BadFilter(f"{name}={value!r}: out of range (years 1 to 9999, in UTC)") from None
     except ValueError:
         raise BadFilter(f"{name}={value!r}: use a date like 2026-11-23 or an ISO 8601 time") from None
-    return moment
+
+
+def _local_moment(value: str, tz: ZoneInfo, *, end_of_day: bool) -> datetime:
+    """The moment as written: in the business's zone unless it names its own."""
+    if len(value) != 10:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+    day = date.fromisoformat(value)
+    return datetime.combine(day + timedelta(days=1) if end_of_day else day, time(), tz)
 
 
 def _int(params, name: str, default: int, low: int, high: int) -> int:
+    """A whole number in ASCII digits, clamped to [low, high] (str.isdigit() also takes '²')."""
     raw = params.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadFilter(f"{name}={raw!r}: a whole number, please")
+    if len(raw) > len(str(high)):  # int() refuses over 4,300 digits; any such number is too high
+        return high
     return max(low, min(high, int(raw)))
 
 

@@ -13,6 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from api.auth import access_banner
 from main import startup_banner
+from services.receptionist.profile import load_profile
 from services.simulator.caller import CallerLine
 from services.storage.calls import TurnRow
 from services.storage.cli import show_calls
@@ -123,7 +124,7 @@ async def test_without_a_token_review_is_served_only_to_this_machine_and_start_u
         async with review(zylin) as http:
             local = await http.get("/api/calls")
             proxied = await http.get("/calls", headers={"X-Forwarded-For": "203.0.113.7"})
-        banner = "\n".join(startup_banner(zylin.settings))
+        banner = "\n".join(startup_banner(zylin.settings, load_profile(zylin.settings.business_profile)))
     assert local.status_code == 200
     assert proxied.status_code == 403 and "ADMIN_TOKEN" in proxied.text
     assert access_banner("") in banner and "only to this machine" in banner
@@ -138,7 +139,8 @@ async def test_the_status_callback_is_signed_and_records_twilios_duration():
         signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + "/api/twilio/status", form)
         async with review(zylin) as http:
             forged = await http.post("/api/twilio/status", data=form, headers={"X-Twilio-Signature": "bad"})
-            no_sid = await http.post("/api/twilio/status", data={}, headers={
+            no_sid = await http.post("/api/twilio/status", content=b"", headers={  # an empty form
+                "Content-Type": "application/x-www-form-urlencoded",
                 "X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(
                     PUBLIC_URL + "/api/twilio/status", {})})
             signed = await http.post("/api/twilio/status", data=form, headers={"X-Twilio-Signature": signature})
@@ -230,3 +232,50 @@ async def test_what_a_caller_said_is_shown_as_text_never_as_markup():
             listing = (await http.get("/calls")).text
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
     assert "<script>alert" not in listing
+
+
+UNREADABLE = [  # (parameter, value, what the 400 says): each was an HTTP 500
+    ("page", "²", "whole number"),                        # str.isdigit() is true, int() fails
+    ("per_page", "1" * 5000, None),                       # more digits than int() will read: clamped
+    ("to", "9999-12-31", "out of range"),                 # the end of that day is after year 9999
+    ("from", "0001-01-01T00:00+14:00", "out of range"),   # before year 1 in UTC
+    ("to", "9999-12-31T23:00-05:00", "out of range"),
+]
+
+
+@pytest.mark.parametrize("path", ["/calls", "/api/calls", "/messages", "/api/messages",
+                                  "/bookings", "/api/bookings"])
+async def test_filters_out_of_range_get_a_400_that_says_why_never_a_500(path):
+    paged = "bookings" not in path  # bookings are not paged: page and per_page do not apply
+    async with running_zylin(database=True, admin_token=ADMIN) as zylin:
+        async with review(zylin, headers=BEARER) as http:
+            responses = [(name, value, reason, await http.get(path, params={name: value}))
+                         for name, value, reason in UNREADABLE if paged or "page" not in name]
+    for name, value, reason, response in responses:
+        if reason is None:
+            assert response.status_code == 200, (name, response.text)
+            continue
+        assert response.status_code == 400, (name, value, response.status_code)
+        said = response.json()["error"] if path.startswith("/api/") else response.text
+        assert f"{name}=" in said and reason in said, said
+
+
+async def test_out_of_order_status_callbacks_through_the_server_never_undo_the_final_status():
+    def signed(form: dict[str, str]) -> dict[str, str]:
+        return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(
+            PUBLIC_URL + "/api/twilio/status", form)}
+
+    async with running_zylin(database=True) as zylin:
+        result = await zylin.caller().call([CallerLine("Hello")])
+        await zylin.recorder.wait_ended(result.call_sid)
+        base = {"CallSid": result.call_sid, "From": "+15551230001", "To": "+15559870000"}
+        arrivals = [{**base, "CallStatus": "completed", "CallDuration": "7"},
+                    {**base, "CallStatus": "ringing"}, {**base, "CallStatus": "in-progress"},
+                    {**base, "CallStatus": "canceled", "CallDuration": "1"}]
+        async with review(zylin) as http:
+            answers = [(await http.post("/api/twilio/status", data=form, headers=signed(form))).status_code
+                       for form in arrivals]
+            stored = (await http.get(f"/api/calls/{result.call_sid}")).json()
+    assert answers == [204] * len(arrivals), "Twilio is told every callback was received"
+    assert (stored["twilio_status"], stored["duration_s"]) == ("completed", 7)
+    assert (stored["status"], stored["end_reason"]) == ("completed", "stop event")
