@@ -253,17 +253,19 @@ class CallLog:
                               caller: str = "", called: str = "", at: datetime | None = None) -> None:
         """Twilio's status callback: the phone call itself is over (or moved on).
 
-        A call whose media session never started is closed here. One whose session did start is
-        closed by the session's own end; if that never comes (the server died), the sweep closes
-        it as abnormal shortly after this callback.
+        Callbacks may arrive in any order; only one that moves the call forward counts (see
+        `Call.advance_twilio_status`). A call whose media session never started is closed here.
+        One whose session did start is closed by the session's own end; if that never comes (the
+        server died), the sweep closes it as abnormal shortly after this callback.
         """
         at = at or utcnow()
         async with self.db.write() as session:
             call = await self._ensure(session, call_sid, caller=caller, called=called, at=at)
-            call.twilio_status = twilio_status[:24]
+            if not call.advance_twilio_status(twilio_status):
+                return  # late or repeated: the call has moved past it, and a final status stays
             call.duration_s = duration_s if duration_s is not None else call.duration_s
-            if twilio_status not in ("completed", "busy", "failed", "no-answer", "canceled"):
-                return  # ringing, in-progress: nothing ends
+            if not call.twilio_over:
+                return  # queued, ringing, in-progress: nothing ends
             call.ended_at = call.ended_at or at
             if call.status == "in-progress" and call.stream_sid is None:
                 call.status = "completed"

@@ -50,13 +50,17 @@ class Database:
         connect_args: dict = {}
         if self.dialect == "sqlite":
             _make_folder(parsed.database)
+            _no_values_in_logs("aiosqlite")
         else:
             # A database that does not answer must fail fast: tools and the webhook wait on it.
             connect_args.update(timeout=5.0, command_timeout=15.0)
             if schema:
                 connect_args["server_settings"] = {"search_path": schema}
+        # hide_parameters: a failed statement's error (and so the log) never carries the values,
+        # which are callers' numbers and what they said.
         self.engine: AsyncEngine = create_async_engine(
-            url, echo=echo, connect_args=connect_args, pool_pre_ping=self.dialect == "postgresql")
+            url, echo=echo, connect_args=connect_args, pool_pre_ping=self.dialect == "postgresql",
+            hide_parameters=True)
         if self.dialect == "sqlite":
             _sqlite_transactions(self.engine)
         writer = self.engine.execution_options(zylin_write=True)
@@ -93,6 +97,13 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _no_values_in_logs(name: str) -> None:
+    """A driver that logs each statement with its values at DEBUG (aiosqlite does) logs callers'
+    numbers and words; it is kept at INFO, as hide_parameters keeps them out of errors."""
+    driver = logging.getLogger(name)
+    driver.setLevel(max(logging.INFO, driver.level))
 
 
 def _make_folder(database: str | None) -> None:

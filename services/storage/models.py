@@ -12,9 +12,32 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 CALL_STATUSES = ("in-progress", "completed", "abnormal")
+TWILIO_PROGRESS = ("queued", "initiated", "ringing", "in-progress")      # Twilio's CallStatus, in order,
+TWILIO_FINAL = ("completed", "busy", "failed", "no-answer", "canceled")  # then one of these, for good
 OUTCOMES = ("booked", "message", "transferred", "hung_up", "error", "none")
 BOOKING_STATUSES = ("booked", "moved", "cancelled")  # booked and moved hold their slot
 ACTIVE_BOOKING = ("booked", "moved")
+
+
+NUMBER_LENGTH = 512  # a phone number, or on a SIP call the SIP URI Twilio sends as From/To
+
+
+class Clipped(TypeDecorator):
+    """A bounded string for values from outside (Twilio, the caller, the LLM), cut to its length
+    on the way in: on PostgreSQL an over-long value fails the whole write for good, losing the
+    call's record or the owner's message for one long field.
+
+    Identifiers (CallSid, booking codes) stay plain String: cutting one could merge two rows.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | None:
+        limit = self.impl.length
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            return value[:limit]
+        return value
 
 
 class UTCDateTime(TypeDecorator):
@@ -58,8 +81,8 @@ class Call(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
-    from_number: Mapped[str] = mapped_column(String(32), default="", index=True)
-    to_number: Mapped[str] = mapped_column(String(32), default="")
+    from_number: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="", index=True)
+    to_number: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="")
     mode: Mapped[str] = mapped_column(String(16), default="stream")          # stream | legacy
     started_at: Mapped[datetime] = mapped_column(index=True)                 # the webhook
     stream_started_at: Mapped[datetime | None]                               # the `start` event
@@ -68,8 +91,8 @@ class Call(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), index=True)
     summary: Mapped[str] = mapped_column(Text, default="")
     greeting_ms: Mapped[float | None] = mapped_column(Float)
-    end_reason: Mapped[str | None] = mapped_column(String(120))
-    twilio_status: Mapped[str | None] = mapped_column(String(24))             # status callback
+    end_reason: Mapped[str | None] = mapped_column(Clipped(120))
+    twilio_status: Mapped[str | None] = mapped_column(Clipped(24))            # status callback
     duration_s: Mapped[int | None] = mapped_column(Integer)                   # Twilio's CallDuration
     # legacy record mode: history, turn counter, recordings heard, misses (services/legacy/)
     legacy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -78,6 +101,31 @@ class Call(Base):
                                              cascade="all, delete-orphan", passive_deletes=True)
     events: Mapped[list[Event]] = relationship(back_populates="call", order_by="Event.id",
                                                cascade="all, delete-orphan", passive_deletes=True)
+
+    @property
+    def twilio_over(self) -> bool:
+        """Twilio has reported the phone call over (completed, busy, failed, ...)."""
+        return self.twilio_status in TWILIO_FINAL
+
+    def advance_twilio_status(self, status: str) -> bool:
+        """Take a status callback's CallStatus if it moves the call forward; False if not.
+
+        Callbacks can arrive out of order (a late 'ringing' after 'completed'), but a call only
+        moves forward, and its final status is never replaced by another.
+        """
+        if not status or self.twilio_over or _twilio_rank(status) <= _twilio_rank(self.twilio_status):
+            return False
+        self.twilio_status = status
+        return True
+
+
+def _twilio_rank(status: str | None) -> int:
+    """Where a CallStatus comes in a call: nothing yet < a status we do not know < the known ones."""
+    if status is None:
+        return -2
+    if status in TWILIO_FINAL:
+        return len(TWILIO_PROGRESS)
+    return TWILIO_PROGRESS.index(status) if status in TWILIO_PROGRESS else -1
 
 
 class Turn(Base):
@@ -91,7 +139,7 @@ class Turn(Base):
     heard_text: Mapped[str | None] = mapped_column(Text)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime]
-    # DESIGN.md §5, on caller turns (the latency of the reply to them)
+    # docs/architecture.md "Latency", on caller turns (the latency of the reply to them)
     speech_end_at: Mapped[datetime | None]
     asr_ms: Mapped[float | None] = mapped_column(Float)
     llm_ttft_ms: Mapped[float | None] = mapped_column(Float)
@@ -125,10 +173,10 @@ class OwnerMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
-    name: Mapped[str] = mapped_column(String(120), default="")
-    phone: Mapped[str] = mapped_column(String(32), default="")
+    name: Mapped[str] = mapped_column(Clipped(120), default="")
+    phone: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="")
     message: Mapped[str] = mapped_column(Text)
-    urgency: Mapped[str] = mapped_column(String(16), default="normal")   # low | normal | urgent
+    urgency: Mapped[str] = mapped_column(Clipped(16), default="normal")  # low | normal | urgent
     created_at: Mapped[datetime] = mapped_column(index=True)
     sms_status: Mapped[str] = mapped_column(String(24), default="pending")  # pending | sent | failed | off
 
@@ -138,11 +186,11 @@ class Booking(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(16), unique=True)      # the confirmation code
-    service: Mapped[str] = mapped_column(String(120))
+    service: Mapped[str] = mapped_column(Clipped(120))
     start_utc: Mapped[datetime] = mapped_column(index=True)
     end_utc: Mapped[datetime]
-    customer_name: Mapped[str] = mapped_column(String(120), default="")
-    customer_phone: Mapped[str] = mapped_column(String(32), default="", index=True)
+    customer_name: Mapped[str] = mapped_column(Clipped(120), default="")
+    customer_phone: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="", index=True)
     status: Mapped[str] = mapped_column(String(16), default="booked")
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime]
