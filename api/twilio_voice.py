@@ -21,10 +21,49 @@ def public_url_of(runtime: Runtime, request: Request) -> str:
     return f"{url}?{request.url.query}" if request.url.query else url
 
 
+FORM = "application/x-www-form-urlencoded"
+MAX_FIELDS = 100   # Twilio's callbacks carry a few dozen fields
+
+
+class BodyTooLarge(Exception):
+    """The body grew past its cap while being read."""
+
+
+async def capped_body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than `limit` bytes: an unsigned sender cannot make the
+    server hold more than that before the signature is even checked."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str] | Response:
+    """A Twilio webhook's url-encoded form; anything else is refused before it is parsed."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != FORM:
+        return PlainTextResponse(f"Twilio webhooks are {FORM}", status_code=415)
+    try:
+        request._body = await capped_body(request, limit)  # form() parses what was read
+    except BodyTooLarge:
+        log.warning("%s: refused a body over %d bytes from %s", request.url.path, limit,
+                    request.client.host if request.client else "?")
+        return PlainTextResponse("request body too large", status_code=413)
+    return {k: str(v) for k, v in (await request.form(max_fields=MAX_FIELDS, max_files=0)).items()}
+
+
 async def signed_form(request: Request) -> dict[str, str] | Response:
     """The webhook's form if Twilio signed it and it names a call; else the error to answer."""
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await read_form(request, runtime.settings.webhook_max_body_bytes)
+    if isinstance(form, Response):
+        return form
     if not runtime.signatures.valid(public_url_of(runtime, request), form,
                                     request.headers.get("x-twilio-signature")):
         log.warning("%s: invalid Twilio signature from %s", request.url.path,

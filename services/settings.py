@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     twilio_api_base_url: str = ""        # REST API base; only for a proxy or a test fake
     twilio_rest_timeout_s: float = 5.0   # bound on every REST request (hang-up, transfer, SMS)
     transfer_ring_s: int = 25            # how long a transfer rings the owner before coming back
+    webhook_max_body_bytes: int = 32768  # Twilio's forms are a few KB; larger bodies get 413 unread
     sms_confirmations: bool = False      # text callers a confirmation after booking changes
 
     # --- providers ----------------------------------------------------------------

@@ -72,6 +72,11 @@ class FakeRecordings:
             return Response(status_code=status)
         return Response(wav_bytes(), media_type="audio/x-wav")
 
+    @property
+    def host(self) -> dict[str, str]:
+        """The setting that makes this the account's Twilio API host: credentials go only there."""
+        return {"twilio_api_base_url": self.url}
+
     def recording_url(self, sid: str) -> str:
         return f"{self.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{sid}"
 
@@ -179,7 +184,7 @@ def assert_records_again(answer: Answer) -> None:
 async def test_a_legacy_caller_books_a_cleaning_turn_by_turn_and_the_call_log_shows_it_as_legacy():
     day = open_weekday()
     script = [f"I'd like a cleaning on {said(day)} at 10 am", "My name is Ann Lee", "Yes", "That's all, bye!"]
-    async with FakeRecordings().serving() as recordings, running_zylin(**settings_for(script)) as zylin:
+    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(script)) as zylin:
         caller = LegacyCaller(zylin, recordings, "CA" + "b0" * 16)
         greeting = await caller.dial_in()
         asked = await caller.speak()
@@ -225,7 +230,7 @@ async def test_a_legacy_caller_who_asks_for_a_person_or_presses_zero_is_dialled_
     profile = str(profile_with_an_owner(tmp_path))
     script = ["Can I talk to a real person please?", "Please ask the dentist to call me back."]
     async with FakeRecordings().serving() as recordings, running_zylin(
-            **settings_for(script, business_profile=profile)) as zylin:
+            **recordings.host, **settings_for(script, business_profile=profile)) as zylin:
         asks = LegacyCaller(zylin, recordings, "CA" + "c1" * 16)
         await asks.dial_in()
         asked = await asks.speak()
@@ -263,7 +268,7 @@ async def test_a_legacy_caller_who_asks_for_a_person_or_presses_zero_is_dialled_
 
 
 async def test_a_legacy_caller_who_says_goodbye_is_hung_up_on():
-    async with FakeRecordings().serving() as recordings, running_zylin(**settings_for(["That's all, bye!"])) as zylin:
+    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(["That's all, bye!"])) as zylin:
         caller = LegacyCaller(zylin, recordings, "CA" + "d3" * 16)
         await caller.dial_in()
         goodbye = await caller.speak()
@@ -279,7 +284,7 @@ async def test_a_legacy_caller_who_says_goodbye_is_hung_up_on():
 
 async def test_a_slow_brain_still_gets_an_answer_within_the_budget_and_the_caller_is_asked_again():
     async with FakeRecordings().serving() as recordings, running_zylin(
-            **settings_for(["What are your opening hours?"], mock_llm_delay_ms=5000,
+            **recordings.host, **settings_for(["What are your opening hours?"], mock_llm_delay_ms=5000,
                            legacy_response_budget_s=1.5)) as zylin:
         caller = LegacyCaller(zylin, recordings, "CA" + "e4" * 16)
         await caller.dial_in()
@@ -300,7 +305,7 @@ async def test_a_slow_brain_still_gets_an_answer_within_the_budget_and_the_calle
 
 async def test_silence_is_asked_again_twice_then_a_message_is_offered_and_taken():
     message = "Please ask the dentist to call me back about my crown."
-    async with FakeRecordings().serving() as recordings, running_zylin(**settings_for([message])) as zylin:
+    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for([message])) as zylin:
         caller = LegacyCaller(zylin, recordings, "CA" + "f5" * 16)
         await caller.dial_in()
         first = await caller.silence()
@@ -324,7 +329,7 @@ async def test_silence_is_asked_again_twice_then_a_message_is_offered_and_taken(
 
 
 async def test_legacy_webhooks_with_a_bad_signature_are_refused():
-    async with FakeRecordings().serving() as recordings, running_zylin(**settings_for(["Hello"])) as zylin:
+    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(["Hello"])) as zylin:
         caller = LegacyCaller(zylin, recordings, "CA" + "a6" * 16)
         forged = await caller.post(VOICE_PATH, caller.form(), signature="bm90IGEgc2lnbmF0dXJl")
         sid = "RE" + "0" * 32
@@ -355,8 +360,8 @@ async def test_each_callback_may_reach_another_instance_the_history_is_in_the_sh
     day = open_weekday()
     script = [f"I'd like a cleaning on {said(day)} at 10 am", "My name is Ann Lee", "Yes"]
     shared = dict(settings_for(script), database_url=f"sqlite+aiosqlite:///{tmp_path}/shared.db")
-    async with FakeRecordings().serving() as recordings, running_zylin(**shared) as one, \
-            running_zylin(**shared) as two:
+    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **shared) as one, \
+            running_zylin(**recordings.host, **shared) as two:
         caller = LegacyCaller(one, recordings, "CA" + "97" * 16)
         answers = []
         for zylin, step in ((one, caller.dial_in), (two, caller.speak), (one, caller.speak), (two, caller.speak)):

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from twilio.twiml.voice_response import VoiceResponse
 
 from services.legacy.transcriber import Transcriber, TranscriberError, build_transcriber
@@ -30,6 +29,7 @@ from services.settings import Settings
 from services.storage import Storage, TurnRow
 from services.storage.models import utcnow
 from services.storage.recorder import plain
+from services.telephony.recordings import RecordingError, fetch_recording
 from services.telephony.rest import Telephony
 from services.telephony.webhook import DIAL_FAILED
 
@@ -42,12 +42,6 @@ MESSAGE_OFFER = f"I'm sorry, I'm having trouble hearing you. I can take a messag
 NOT_HEARD_GOODBYE = "I'm sorry, I still can't hear you. Please call back in a little while. Goodbye!"
 TOO_SLOW = "I'm sorry, that took me too long. Could you say that again?"
 MAX_REPROMPTS = 2                           # in a row; then the message offer, then goodbye
-RECORDING_RETRY_DELAYS_S = (0.25, 0.5, 0.5, 1.0)  # a recording can 404 for a moment after the callback
-RECORDING_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
-
-
-class RecordingError(RuntimeError):
-    """The recording could not be fetched from Twilio."""
 
 
 # --- the state kept in the database between callbacks ------------------------------------------------
@@ -283,22 +277,9 @@ class LegacyReceptionist:
         return text.strip()
 
     async def fetch_recording(self, recording_url: str) -> bytes:
-        """The recording as WAV, with the account's credentials; it may 404 for a moment at first."""
-        url = recording_url if recording_url.endswith(".wav") else recording_url + ".wav"
-        auth = (self.settings.twilio_account_sid, self.settings.twilio_auth_token)
-        async with httpx.AsyncClient(timeout=RECORDING_TIMEOUT, auth=auth, follow_redirects=True) as http:
-            for delay in (*RECORDING_RETRY_DELAYS_S, None):
-                try:
-                    response = await http.get(url)
-                except httpx.HTTPError as exc:
-                    raise RecordingError(f"recording fetch failed: {type(exc).__name__}: {exc}") from exc
-                if response.status_code == 404 and delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-                if response.status_code != 200:
-                    raise RecordingError(f"recording fetch answered HTTP {response.status_code}")
-                return response.content
-        raise RecordingError("recording fetch gave up")  # not reached: the last 404 raises above
+        """The recording as WAV, fetched with the account's credentials from Twilio only."""
+        return await fetch_recording(recording_url, self.settings.twilio_account_sid,
+                                     self.settings.twilio_auth_token, self.settings.twilio_api_base_url)
 
     async def on_dial_result(self, form: Mapping[str, str]) -> str:
         """The transfer ended: answered means the call is done; otherwise Zylin takes the caller

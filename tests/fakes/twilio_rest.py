@@ -77,7 +77,9 @@ class FakeTwilioRest:
             Route(API + "/Recordings/{sid}.wav", self._recording, methods=["GET"]),
         ])
         self.recordings: dict[str, bytes] = {}          # RecordingSid -> WAV, served to the account
+        self.recording_redirects: dict[str, str] = {}   # RecordingSid -> where its media lives (302)
         self.recording_fetches: list[tuple[str, int]] = []
+        self.recording_auth: list[str | None] = []      # the Authorization each fetch carried
         self._changed = asyncio.Condition()
         self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
 
@@ -183,10 +185,13 @@ class FakeTwilioRest:
 
     async def _recording(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        status = 200 if sid in self.recordings else 404
+        status = 302 if sid in self.recording_redirects else 200 if sid in self.recordings else 404
         if not self._authorized(request):
             status = 401
         self.recording_fetches.append((sid, status))
+        self.recording_auth.append(request.headers.get("authorization"))
+        if status == 302:  # Twilio hands recording media off to its storage host
+            return Response(status_code=302, headers={"location": self.recording_redirects[sid]})
         if status != 200:
             return _error(status, request)
         return Response(self.recordings[sid], media_type="audio/x-wav")
