@@ -16,7 +16,6 @@ from services.runtime import Runtime
 from services.telephony.media_streams import (
     Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, StreamSender, parse_event,
 )
-from services.telephony.webhook import stream_token_valid
 
 log = logging.getLogger("zylin.api.media")
 
@@ -93,10 +92,10 @@ async def media_stream(websocket: WebSocket) -> None:
                 if session is not None:
                     drops.drop("second start", event.stream_sid)
                     continue
-                token = event.custom_parameters.get("token", "")
-                if not stream_token_valid(event.call_sid, token, settings.token_secret):
-                    log.warning("media stream for %s: bad stream token; closing", event.call_sid)
-                    await websocket.close(code=POLICY_VIOLATION, reason="invalid stream token")
+                claim = await runtime.admit_stream(event)
+                if isinstance(claim, str):
+                    log.warning("media stream for %s refused: %s", event.call_sid, claim)
+                    await websocket.close(code=POLICY_VIOLATION, reason=claim)
                     return
                 sender = StreamSender(websocket.send_text, event.stream_sid, websocket.close)
                 session = await runtime.open_session(event, sender)

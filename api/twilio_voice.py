@@ -10,7 +10,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from services.privacy import mask_phone
 from services.runtime import Runtime
-from services.telephony.webhook import DIAL_FAILED, connect_stream_twiml, hangup_twiml, stream_token
+from services.telephony.webhook import (
+    DIAL_FAILED, StreamClaim, connect_stream_twiml, hangup_twiml, stream_parameters,
+)
 
 log = logging.getLogger("zylin.api.voice")
 
@@ -78,13 +80,11 @@ def xml(twiml: str) -> Response:
     return Response(twiml, media_type="application/xml")
 
 
-def stream_twiml(runtime: Runtime, form: dict[str, str], **extra: str) -> str:
-    """<Connect><Stream> carrying what any instance needs to take the socket."""
-    call_sid = form["CallSid"]
-    return connect_stream_twiml(runtime.settings.media_stream_url, {
-        "callSid": call_sid, "from": form.get("From", ""), "to": form.get("To", ""),
-        "token": stream_token(call_sid, runtime.settings.token_secret), **extra,
-    })
+def stream_twiml(runtime: Runtime, form: dict[str, str], segment: int = 0, **extra: str) -> str:
+    """<Connect><Stream> carrying what any instance needs to take the socket, signed."""
+    claim = StreamClaim(form["CallSid"], form.get("From", ""), form.get("To", ""), segment)
+    return connect_stream_twiml(runtime.settings.media_stream_url,
+                                {**stream_parameters(claim, runtime.settings.token_secret), **extra})
 
 
 async def voice(request: Request) -> Response:
@@ -120,5 +120,5 @@ async def dial_result(request: Request) -> Response:
     if kind == "transfer_answered":
         return xml(hangup_twiml())
     segment = request.query_params.get("segment", "1")
-    return xml(stream_twiml(runtime, form, transfer=str(detail["status"]),
-                            segment=segment if segment.isdigit() else "1"))
+    return xml(stream_twiml(runtime, form, int(segment) if segment.isascii() and segment.isdigit() else 1,
+                            transfer=str(detail["status"])))

@@ -35,7 +35,7 @@ async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
     from main import create_app
     from services.simulator.voice import speech_ulaw
     from services.telephony import media_streams as wire
-    from services.telephony.webhook import stream_token
+    from services.telephony.webhook import StreamClaim, stream_parameters
 
     tmp = tempfile.TemporaryDirectory(prefix="zylin-frame-cost-")
     settings = make_settings(bench_settings(database_url=f"sqlite+aiosqlite:///{tmp.name}/bench.db",
@@ -48,13 +48,12 @@ async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
     async with app.router.lifespan_context(app):
         for c in range(calls):
             call_sid, stream_sid = f"CA{c:032d}", f"MZ{c:032d}"
-            token = stream_token(call_sid, settings.token_secret)
             messages = [{"type": "websocket.connect"},
                         {"type": "websocket.receive", "text": wire.inbound_connected()},
                         {"type": "websocket.receive", "text": wire.inbound_start(
                             1, stream_sid, call_sid, "AC" + "0" * 32,
-                            {"callSid": call_sid, "from": "+15551230001", "to": "+15559870000",
-                             "token": token, "mockScript": "[]"})}]
+                            {**stream_parameters(StreamClaim(call_sid, "+15551230001", "+15559870000"),
+                                                 settings.token_secret), "mockScript": "[]"})}]
             for i in range(frames):
                 payload = voiced[i % len(voiced)] if voiced_every and i % voiced_every < len(voiced) else SILENCE
                 messages.append({"type": "websocket.receive",

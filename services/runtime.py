@@ -18,10 +18,11 @@ from services.settings import Settings
 from services.storage import Storage
 from services.telephony.media_streams import Start, StreamSender
 from services.telephony.rest import Telephony
-from services.telephony.webhook import SignatureCheck
+from services.telephony.webhook import SignatureCheck, StreamClaim, check_stream_token
 from services.tts.base import SpeechSynthesizer
 
 log = logging.getLogger("zylin.runtime")
+ADMISSION_TIMEOUT_S = 0.5   # the greeting waits on this check: a slow database does not hold it longer
 
 
 @dataclass
@@ -78,6 +79,22 @@ class Runtime:
         await self.tts.close()
         if self.tts_fallback is not None:
             await self.tts_fallback.close()
+
+    async def admit_stream(self, start: Start) -> StreamClaim | str:
+        """The claim of a `start` event if its token proves it and no stream of the call at or
+        after its segment was admitted before; else why not. With the database away the token
+        alone decides: a caller is never refused because the call log is down."""
+        claim = check_stream_token(start.call_sid, start.custom_parameters, self.settings.token_secret)
+        if isinstance(claim, str):
+            return claim
+        try:
+            async with asyncio.timeout(ADMISSION_TIMEOUT_S):
+                admitted = await self.storage.admission.claim_stream(claim.call_sid, claim.segment)
+        except Exception as exc:
+            log.warning("could not check that %s has no other stream (%s); admitting it on its token",
+                        start.call_sid, type(exc).__name__)
+            return claim
+        return claim if admitted else "this stream of the call was already admitted"
 
     async def open_session(self, start: Start, sender: StreamSender) -> CallSession:
         params = start.custom_parameters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from services.simulator.caller import CallerLine
 from services.simulator.server import serve_app
 from services.telephony import media_streams as wire
 from services.telephony.rest import TwilioTelephony
-from services.telephony.webhook import stream_token
+from services.telephony.webhook import StreamClaim, check_stream_token, stream_parameters
 from services.simulator.voice import speech_ulaw
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, running_zylin
 
@@ -178,7 +179,7 @@ async def test_a_call_longer_than_the_limit_is_ended_politely():
 
 async def test_a_caller_who_hangs_up_mid_reply_leaves_a_complete_record(zylin):
     call_sid, stream_sid = "CA" + "b" * 32, "MZ" + "b" * 32
-    params = {"token": stream_token(call_sid, zylin.settings.token_secret), "from": "+15550005555",
+    params = {**stream_parameters(StreamClaim(call_sid, "+15550005555", ""), zylin.settings.token_secret),
               "mockScript": json.dumps(["What are your opening hours?"])}
     speech = speech_ulaw("What are your opening hours?") + b"\xff" * 160 * 25
     async with _signed_socket(zylin) as ws:
@@ -245,8 +246,8 @@ async def test_malformed_frames_are_dropped_without_breaking_a_concurrent_health
         await ws.send(b"\x00\x01binary")
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(2, stream_sid, call_sid, "AC" + "f" * 32,
-                                         {"token": stream_token(call_sid, zylin.settings.token_secret),
-                                          "from": "+15550002222"}))
+                                         stream_parameters(StreamClaim(call_sid, "+15550002222", ""),
+                                                           zylin.settings.token_secret)))
         for frame in garbage:
             await ws.send(frame)
             await ws.send(b"\xde\xad")
@@ -318,5 +319,7 @@ async def test_webhook_twiml_streams_to_the_public_wss_url_with_signed_parameter
     body = response.text
     assert '<Stream url="wss://zylin.example.test/media-stream">' in body
     assert body.rstrip().endswith("</Connect></Response>")
-    assert f'name="token" value="{stream_token(form["CallSid"], zylin.settings.token_secret)}"' in body
+    params = {p.get("name"): p.get("value") for p in ET.fromstring(body).iter("Parameter")}
+    claim = check_stream_token(form["CallSid"], params, zylin.settings.token_secret)
+    assert claim == StreamClaim(form["CallSid"], form["From"], form["To"], 0)
     assert json.dumps(form["From"])[1:-1] in body

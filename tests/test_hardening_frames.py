@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from services.orchestrator.record import TurnRecord
 from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
-from services.telephony.webhook import stream_token
+from services.telephony.webhook import StreamClaim, stream_parameters
 from tests.conftest import AUTH_TOKEN, Running, running_zylin
 
 CALL_SID, STREAM_SID, ACCOUNT_SID = "CA" + "7" * 32, "MZ" + "7" * 32, "AC" + "7" * 32
@@ -100,7 +100,7 @@ class RawCall:
 async def raw_call(zylin: Running, lines: list[str]) -> AsyncIterator[RawCall]:
     """A signed stream with `lines` as the mock recognizer's script, stopped on exit."""
     signature = RequestValidator(AUTH_TOKEN).compute_signature(zylin.settings.media_stream_url, {})
-    params = {"token": stream_token(CALL_SID, zylin.settings.token_secret), "from": "+15550007777",
+    params = {**stream_parameters(StreamClaim(CALL_SID, "+15550007777", ""), zylin.settings.token_secret),
               "mockScript": json.dumps(lines)}
     async with websockets.connect(zylin.ws_url, additional_headers={"X-Twilio-Signature": signature}) as ws:
         call = RawCall(zylin, ws)

@@ -66,7 +66,7 @@ def test_alembic_upgrade_head_works_from_the_command_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-    assert "0003 (head)" in done.stdout
+    assert "0004 (head)" in done.stdout
 
 
 async def test_a_call_is_stored_turn_by_turn_with_its_latency_and_read_back_whole(database: Database):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.simulator.caller import CallerLine
 from services.telephony.rest import TwilioTelephony, dial_twiml
-from services.telephony.webhook import stream_token
+from services.telephony.webhook import StreamClaim, check_stream_token
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_receptionist_calls import (
@@ -143,7 +143,8 @@ async def test_a_transfer_nobody_answers_brings_the_caller_back_to_leave_a_messa
 
     assert not first.timeouts and not second.timeouts and not second.protocol_errors
     assert second.parameters["transfer"] == "no-answer"
-    assert second.parameters["token"] == stream_token(first.call_sid, AUTH_TOKEN)
+    assert check_stream_token(first.call_sid, second.parameters, AUTH_TOKEN) == \
+        StreamClaim(first.call_sid, CALLER, "+15559870000", segment=1)
     texts = [t.text for t in zylin_turns(record)]
     back = next(t for t in texts if t.startswith("I'm sorry, I couldn't put you through"))
     assert "nobody answered" in back and "What would you like me to pass on?" in back

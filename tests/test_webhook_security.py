@@ -11,10 +11,12 @@ from twilio.request_validator import RequestValidator
 from services.privacy import mask_phone
 from services.settings import Settings
 from services.telephony.webhook import (
+    STREAM_TOKEN_TTL_S,
     SignatureCheck,
+    StreamClaim,
+    check_stream_token,
     connect_stream_twiml,
-    stream_token,
-    stream_token_valid,
+    stream_parameters,
 )
 
 AUTH_TOKEN = "12345678901234567890123456789012"
@@ -25,30 +27,50 @@ PARAMS = {"CallSid": CALL, "From": "+15551234567", "To": "+15557654321", "CallSt
 
 # --- the per-call stream token ----------------------------------------------------------------
 
-def test_stream_token_is_deterministic_for_a_call_and_secret() -> None:
-    assert stream_token(CALL, "s3cret") == stream_token(CALL, "s3cret")
-    assert len(stream_token(CALL, "s3cret")) >= 32
+CLAIM = StreamClaim(CALL, "+15551234567", "+15557654321")
+NOW = 1_800_000_000.0
 
 
-def test_stream_token_differs_per_call_and_per_secret() -> None:
-    token = stream_token(CALL, "s3cret")
-    assert stream_token(CALL[:-1] + "0", "s3cret") != token
-    assert stream_token(CALL, "other-secret") != token
+def params_for(claim: StreamClaim = CLAIM, secret: str = "s3cret", now: float = NOW) -> dict[str, str]:
+    return stream_parameters(claim, secret, now=now)
 
 
-def test_only_the_token_minted_for_this_call_is_valid() -> None:
-    token = stream_token(CALL, "s3cret")
-    assert stream_token_valid(CALL, token, "s3cret") is True
-    assert stream_token_valid(CALL, token, "other-secret") is False
-    assert stream_token_valid("CAffffffffffffffffffffffffffffffff", token, "s3cret") is False
-    assert stream_token_valid(CALL, token[:-1], "s3cret") is False
-    assert stream_token_valid(CALL, "", "s3cret") is False
-    assert stream_token_valid(CALL, None, "s3cret") is False  # type: ignore[arg-type]
+def test_the_stream_parameters_carry_the_claim_and_a_token_that_proves_it() -> None:
+    params = params_for()
+    assert (params["callSid"], params["from"], params["to"], params["segment"]) == (
+        CALL, "+15551234567", "+15557654321", "0")
+    assert check_stream_token(CALL, params, "s3cret", now=NOW + 1) == CLAIM
 
 
-def test_a_non_ascii_token_is_simply_invalid() -> None:
+def test_a_token_proves_nothing_for_another_call_secret_or_number() -> None:
+    params = params_for()
+    assert check_stream_token("CA" + "f" * 32, params, "s3cret", now=NOW) == "stream token does not match this call"
+    assert check_stream_token(CALL, params, "other-secret", now=NOW) == "stream token does not match this call"
+    # A session that claims another caller's number could act on that caller's bookings.
+    for name, value in (("from", "+15550000000"), ("to", "+15550000001"), ("segment", "1")):
+        assert isinstance(check_stream_token(CALL, {**params, name: value}, "s3cret", now=NOW), str), name
+
+
+def test_a_token_expires() -> None:
+    params = params_for()
+    expiry = int(params["token"].split(".")[0])
+    assert expiry == int(NOW + STREAM_TOKEN_TTL_S)
+    assert check_stream_token(CALL, params, "s3cret", now=expiry) == CLAIM
+    assert check_stream_token(CALL, params, "s3cret", now=expiry + 1) == "stream token expired"
+
+
+def test_a_changed_expiry_is_not_accepted() -> None:
+    params = params_for()
+    _, digest = params["token"].split(".")
+    forged = {**params, "token": f"{int(NOW) + 10 ** 6}.{digest}"}
+    assert check_stream_token(CALL, forged, "s3cret", now=NOW) == "stream token does not match this call"
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token", ".", "12.", "tökén", "١٢.abc", None])
+def test_a_malformed_token_is_simply_invalid(token) -> None:
     # The token comes from the caller-controlled start message's customParameters.
-    assert stream_token_valid(CALL, "tökén", "s3cret") is False
+    params = {**params_for(), "token": token} if token is not None else {"from": "+15551234567"}
+    assert isinstance(check_stream_token(CALL, params, "s3cret", now=NOW), str)
 
 
 # --- X-Twilio-Signature -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -193,9 +193,10 @@ class SimulatedCaller:
 
     async def post_signed(self, path: str, form: dict[str, str]) -> httpx.Response:
         """A Twilio callback (status, dial result) to the server, signed over PUBLIC_URL + path."""
-        headers = self._signature(self.public_url + path, form, True)
+        headers = {**self._signature(self.public_url + path, form, True),
+                   "Content-Type": "application/x-www-form-urlencoded"}  # as Twilio, even for no fields
         async with httpx.AsyncClient(timeout=self.reply_timeout_s) as http:
-            return await http.post(self.base_url + path, data=form, headers=headers)
+            return await http.post(self.base_url + path, content=urlencode(form), headers=headers)
 
     async def _stream(self, result: CallResult, lines: list[CallerLine], *, mock_script: bool,
                       hang_up: bool, sign: bool, until: asyncio.Future | None) -> None:

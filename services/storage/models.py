@@ -96,6 +96,11 @@ class Call(Base):
     duration_s: Mapped[int | None] = mapped_column(Integer)                   # Twilio's CallDuration
     # legacy record mode: history, turn counter, recordings heard, misses (services/legacy/)
     legacy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # the highest stream (segment) admitted for this call: one live stream, never one replayed
+    stream_segment: Mapped[int | None] = mapped_column(Integer)
+    # record mode: who runs this call's turn now, until when (callbacks of a call, one at a time)
+    turn_lease_owner: Mapped[str | None] = mapped_column(String(40))
+    turn_lease_until: Mapped[datetime | None]
 
     turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.idx",
                                              cascade="all, delete-orphan", passive_deletes=True)
@@ -212,3 +217,16 @@ class BookingClaim(Base):
     lane: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (UniqueConstraint("start_utc", "lane"),)
+
+
+class WebhookReceipt(Base):
+    """A Twilio callback already taken, by its identity (a RecordingSid, a dial's outcome):
+    Twilio retries webhooks, and a retry must not book or message twice. `answer` is the TwiML
+    the first delivery got, for the retries."""
+
+    __tablename__ = "webhook_receipts"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime]
+    answer: Mapped[str | None] = mapped_column(Text)

@@ -10,6 +10,7 @@ from typing import Any
 
 from services.privacy import mask_phone
 from services.settings import Settings
+from services.storage.admission import Admission
 from services.storage.bookings import Bookings
 from services.storage.calls import CallLog
 from services.storage.database import Database, display_url
@@ -28,6 +29,7 @@ class Storage:
                  sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.db = db
         self.calls = CallLog(db)
+        self.admission = Admission(db)
         self.bookings = Bookings(db)
         self.messages = Messages(db)
         self.writer = Writer()

@@ -4,19 +4,57 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 
-def stream_token(call_sid: str, secret: str) -> str:
-    """Proves that a /media-stream `start` belongs to a call our webhook answered."""
-    return hmac.new(secret.encode(), call_sid.encode(), hashlib.sha256).hexdigest()
+STREAM_TOKEN_TTL_S = 300   # Twilio opens the stream within seconds of fetching the TwiML
 
 
-def stream_token_valid(call_sid: str, token: str, secret: str) -> bool:
-    return hmac.compare_digest(stream_token(call_sid, secret).encode(), (token or "").encode())
+@dataclass(frozen=True, slots=True)
+class StreamClaim:
+    """What a stream token vouches for: this call, between these numbers, its `segment`-th
+    stream (0, then 1 after a transfer nobody answered...). The session trusts From and To
+    (the tools act on the caller's bookings) only because the token binds them."""
+    call_sid: str
+    caller: str
+    called: str
+    segment: int = 0
+
+
+def stream_token(claim: StreamClaim, secret: str, expires_at: int) -> str:
+    """'<expiry>.<HMAC-SHA256 of the claim and the expiry>'."""
+    message = "\n".join((claim.call_sid, claim.caller, claim.called, str(claim.segment), str(expires_at)))
+    return f"{expires_at}." + hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def stream_parameters(claim: StreamClaim, secret: str, *, now: float | None = None,
+                      ttl_s: float = STREAM_TOKEN_TTL_S) -> dict[str, str]:
+    """The <Parameter>s of a <Stream>: the claim, and a token that expires `ttl_s` from now."""
+    expires_at = int((time.time() if now is None else now) + ttl_s)
+    return {"callSid": claim.call_sid, "from": claim.caller, "to": claim.called,
+            "segment": str(claim.segment), "token": stream_token(claim, secret, expires_at)}
+
+
+def check_stream_token(call_sid: str, params: Mapping[str, str], secret: str,
+                       now: float | None = None) -> StreamClaim | str:
+    """The claim a `start` event's parameters prove, or why they prove nothing."""
+    token = params.get("token", "")
+    expiry, _, _ = token.partition(".")
+    segment = params.get("segment", "0")
+    if not (expiry.isascii() and expiry.isdigit() and segment.isascii() and segment.isdigit()):
+        return "malformed stream token"
+    claim = StreamClaim(call_sid, params.get("from", ""), params.get("to", ""), int(segment))
+    expected = stream_token(claim, secret, int(expiry))
+    if not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
+        return "stream token does not match this call"
+    if int(expiry) < (time.time() if now is None else now):
+        return "stream token expired"
+    return claim
 
 
 class SignatureCheck:

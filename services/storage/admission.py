@@ -1,0 +1,92 @@
+"""Who may act on a call now, decided by the database so every instance agrees.
+
+- A stream is admitted once: `claim_stream` takes a call's segment only if it is above the highest
+  admitted so far (a second socket for the same stream, at once or after the call ended, loses).
+- A Twilio callback is taken once: `take_receipt` by its identity (RecordingSid, a dial's
+  outcome); a retry gets the TwiML the first delivery was answered (`answer_of`).
+- A record-mode call runs one turn at a time: `lease_turn` / `release_turn`, a lease with an
+  expiry so a dead instance cannot hold a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from services.storage.database import Database
+from services.storage.models import Call, WebhookReceipt, utcnow
+from services.storage.sql import insert_ignore
+
+POLL_S = 0.05
+
+
+class Admission:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- streams ---------------------------------------------------------------------------------
+
+    async def claim_stream(self, call_sid: str, segment: int) -> bool:
+        """True when this stream of the call may start: no stream at or after it was admitted."""
+        async with self.db.write() as session:
+            await session.execute(insert_ignore(session, Call, [{
+                "call_sid": call_sid, "started_at": utcnow(), "status": "in-progress", "summary": ""}]))
+            result = await session.execute(update(Call).where(
+                Call.call_sid == call_sid,
+                or_(Call.stream_segment.is_(None), Call.stream_segment < segment),
+            ).values(stream_segment=segment))
+            return result.rowcount == 1
+
+    # --- callbacks ---------------------------------------------------------------------------------
+
+    async def take_receipt(self, key: str, call_sid: str) -> bool:
+        """True for the first delivery of the callback `key`; False for a retry or a duplicate."""
+        async with self.db.write() as session:
+            result = await session.execute(insert_ignore(session, WebhookReceipt, [{
+                "key": key, "call_sid": call_sid, "received_at": utcnow()}]))
+            return result.rowcount == 1
+
+    async def record_answer(self, key: str, twiml: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(update(WebhookReceipt).where(WebhookReceipt.key == key).values(answer=twiml))
+
+    async def answer_of(self, key: str, timeout_s: float) -> str | None:
+        """The TwiML the first delivery of `key` was answered, once it has one (None: not in time)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            async with self.db.read() as session:
+                answer = await session.scalar(select(WebhookReceipt.answer).where(WebhookReceipt.key == key))
+            if answer is not None or asyncio.get_running_loop().time() >= deadline:
+                return answer
+            await asyncio.sleep(POLL_S)
+
+    # --- record-mode turns ---------------------------------------------------------------------------
+
+    async def lease_turn(self, call_sid: str, owner: str, hold_s: float, wait_s: float) -> bool:
+        """Take the call's turn for `hold_s`, waiting up to `wait_s` for another holder to finish."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            now = utcnow()
+            if await self._try_lease(call_sid, owner, now, now + timedelta(seconds=hold_s)):
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+
+    async def _try_lease(self, call_sid: str, owner: str, now: datetime, until: datetime) -> bool:
+        async with self.db.write() as session:
+            await session.execute(insert_ignore(session, Call, [{
+                "call_sid": call_sid, "started_at": now, "status": "in-progress", "summary": "",
+                "mode": "legacy"}]))
+            result = await session.execute(update(Call).where(
+                Call.call_sid == call_sid,
+                or_(Call.turn_lease_until.is_(None), Call.turn_lease_until < now, Call.turn_lease_owner == owner),
+            ).values(turn_lease_owner=owner, turn_lease_until=until))
+            return result.rowcount == 1
+
+    async def release_turn(self, call_sid: str, owner: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(update(Call).where(Call.call_sid == call_sid, Call.turn_lease_owner == owner)
+                                  .values(turn_lease_owner=None, turn_lease_until=None))
