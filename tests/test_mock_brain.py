@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.llm.mock import MockBrain
+from services.receptionist import tools as receptionist_tools
 from services.receptionist.profile import load_profile, parse_profile
-from services.receptionist.tools import tool_specs
-from tests.conftest import ROOT
+from services.receptionist.tools import CallContext, Toolbox, tool_specs
+from services.storage import Storage
+from services.storage.bookings import BookingNotFound, Bookings, SlotTaken
+from tests.conftest import ROOT, fresh_database
 
 PROFILE = parse_profile({
     "name": "Bright Smile Dental",
@@ -556,3 +562,160 @@ async def test_a_day_question_is_answered_for_that_date_today_and_tomorrow_inclu
     assert text == "We're open 9 am to 12 pm today, Thursday, December 24 (special hours)."
     _, text, _ = await turn(brain_on(datetime(2026, 12, 1)), user("What time do you close on Friday?"))
     assert text == "We're open 9 am to 3 pm on Friday, December 4."
+
+
+# --- a tool fails: the caller hears the brain's own words, never what the tool told the brain ---------
+
+# What a tool result tells the brain to do. ("offer" alone is a caller's word: "we don't offer that".)
+INSTRUCTIONS = re.compile(r"\bapologi[sz]e|\boffer (?:to|a)\b|\btell the caller\b|\bconfirm the message\b"
+                          r"|\bnote\b|\bask (?:what|which|for|the)\b|\bthe caller\b|\bcaller's\b|HH:MM"
+                          r"|\btool\b", re.IGNORECASE)
+CALLER = "+15550107777"
+MONDAY = "2026-11-23"                           # open 9-5; SUNDAY is the call's "now"
+NO_TRANSFER = [t for t in ALL_TOOLS if t.name != "transfer_to_human"]
+
+
+class Racing:
+    """A call's bookings that lose every race: between the check and the write, another caller
+    takes the time, or the booking is moved or cancelled elsewhere."""
+
+    def __init__(self, bookings: Bookings, lost: Exception) -> None:
+        self._bookings, self._lost = bookings, lost
+
+    def __getattr__(self, name: str):
+        return getattr(self._bookings, name)
+
+    async def create_booking(self, **_) -> None:
+        raise self._lost
+
+    async def move_booking(self, *_, **__) -> None:
+        raise self._lost
+
+    async def cancel_booking(self, *_) -> None:
+        raise self._lost
+
+
+def context(storage, *, phone: str = CALLER, profile=PROFILE, can_transfer: bool = False) -> CallContext:
+    return CallContext(call_sid="CA" + "0" * 32, caller_phone=phone, profile=profile,
+                       can_transfer=can_transfer, storage=storage, clock=lambda: SUNDAY)
+
+
+async def booked(storage: Storage, start: str, service: str = "Cleaning", phone: str = CALLER) -> str:
+    at = datetime.fromisoformat(start).replace(tzinfo=SUNDAY.tzinfo).astimezone(UTC)
+    booking = await storage.bookings.create_booking(
+        service=service, start_utc=at, end_utc=at + timedelta(minutes=45), customer_name="Ann Lee",
+        customer_phone=phone, step_minutes=15, lanes=1)
+    return booking.code
+
+
+async def tool_failures(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict]]:
+    """(what, tool, result data) for every way each tool can fail, worded by the real tool layer."""
+    failures: list[tuple[str, str, dict]] = []
+
+    async def fails(what: str, name: str, ctx: CallContext | None = None, **arguments) -> None:
+        result = await Toolbox(ctx or context(storage)).run(ToolCall("call_x", name, arguments))
+        assert result.data.get("ok") is False, (what, result.data)
+        failures.append((what, name, result.data))
+
+    mine = await booked(storage, f"{MONDAY}T10:00")
+    await booked(storage, f"{MONDAY}T14:00")
+    gone = await booked(storage, f"{MONDAY}T16:00", service="Root canal", phone="+15550100000")
+    stranger = context(storage, phone="+15550109999")
+    raced = context(SimpleNamespace(bookings=Racing(storage.bookings, SlotTaken()), messages=storage.messages))
+    vanished = context(SimpleNamespace(bookings=Racing(storage.bookings, BookingNotFound()),
+                                       messages=storage.messages))
+    cleaning = {"service": "Cleaning", "customer_name": "Ann Lee"}
+
+    await fails("unknown service", "check_availability", service="Root canal", date=MONDAY)
+    await fails("unreadable date", "check_availability", service="Cleaning", date="next week")
+    await fails("unreadable time", "check_availability", service="Cleaning", date=MONDAY, time="3pm")
+    await fails("time skipped by DST", "check_availability", service="Cleaning", date="2027-03-14", time="02:30")
+    await fails("unknown service", "book_appointment", **{**cleaning, "service": "Root canal"},
+                start=f"{MONDAY}T11:00")
+    await fails("unreadable start", "book_appointment", **cleaning, start="Monday at eleven")
+    await fails("no name", "book_appointment", service="Cleaning", start=f"{MONDAY}T11:00", customer_name=" ")
+    await fails("no phone", "book_appointment", context(storage, phone=""), **cleaning, start=f"{MONDAY}T11:00")
+    await fails("in the past", "book_appointment", **cleaning, start="2026-11-20T10:00")
+    await fails("closed day", "book_appointment", **cleaning, start="2026-11-24T10:00")
+    await fails("taken", "book_appointment", **cleaning, start=f"{MONDAY}T10:00")
+    await fails("just taken", "book_appointment", raced, **cleaning, start=f"{MONDAY}T11:00")
+    for tool, extra in (("reschedule_appointment", {"new_start": f"{MONDAY}T11:00"}), ("cancel_appointment", {})):
+        await fails("unknown code", tool, code="XXXXXX", **extra)
+        await fails("nothing booked", tool, stranger, **extra)
+        await fails("several booked", tool, **extra)
+    await fails("service gone", "reschedule_appointment", code=gone, new_start=f"{MONDAY}T11:00")
+    await fails("unreadable new start", "reschedule_appointment", code=mine, new_start="Friday")
+    await fails("closed day", "reschedule_appointment", code=mine, new_start="2026-11-24T10:00")
+    await fails("just taken", "reschedule_appointment", raced, code=mine, new_start=f"{MONDAY}T11:00")
+    await fails("moved away", "reschedule_appointment", vanished, code=mine, new_start=f"{MONDAY}T11:00")
+    await fails("cancelled meanwhile", "cancel_appointment", vanished, code=mine)
+    await fails("empty message", "take_message", message="  ")
+    await fails("no owner number", "transfer_to_human", reason="caller asked for a person")
+    await fails("outside transfer hours", "transfer_to_human",
+                context(storage, profile=replace(PROFILE, owner_phone="+15550001111"), can_transfer=True),
+                reason="caller asked for a person")
+    await fails("no such tool", "look_up_weather", city="Springfield")
+
+    async def broken(ctx: CallContext, args: dict) -> None:
+        raise RuntimeError("the database is down")
+
+    for name in list(receptionist_tools.HANDLERS):
+        monkeypatch.setitem(receptionist_tools.HANDLERS, name, broken)
+        arguments = {"message": "Call me back"} if name == "take_message" else {}
+        await fails("the tool broke", name, **arguments)
+    return failures
+
+
+async def brain_just_called(tool: str) -> Call:
+    """A call in which the brain has just called `tool`, the way it does on a real call."""
+    call = Call(NO_TRANSFER if tool == "take_message" else ALL_TOOLS)
+    steps = {
+        "check_availability": ["I'd like a cleaning tomorrow at 3"],
+        "book_appointment": ["I'd like a cleaning tomorrow at 3", FREE_AT_3, "My name is Ann Lee", "Yes please"],
+        "find_bookings": ["I need to cancel my appointment"],
+        "cancel_appointment": ["I need to cancel my appointment", ONE_BOOKING, "Yes, please cancel it"],
+        "reschedule_appointment": ["Can I move my appointment to Friday at 10?", ONE_BOOKING,
+                                   {**FREE_AT_3, "requested": "2026-11-27T10:00"}, "That works"],
+        "transfer_to_human": ["Can I speak to someone?"],
+        "take_message": ["Can I speak to someone?", "Please ask the dentist to call me back"],
+        "end_call": ["That's all, goodbye"],
+    }[tool]
+    for step in steps:
+        await (call.says(step) if isinstance(step, str) else call.tool_returns(**step))
+    assert call.pending is not None and call.pending.name == tool, call.history
+    return call
+
+
+async def said_after(tool: str, data: dict) -> list[str]:
+    """What the brain says when `tool` returns `data`: in the middle of that tool's conversation,
+    and right after a caller line with nothing else going on."""
+    lines = []
+    if tool in receptionist_tools.HANDLERS:
+        call = await brain_just_called(tool)
+        text, _ = await call.tool_returns(**data)
+        lines.append(text)
+    bare = [Message("user", "x"), Message("assistant", "", tool_calls=[ToolCall("call_9", tool, {})]),
+            Message("tool", json.dumps(data), tool_call_id="call_9", name=tool)]
+    _, text, _ = await turn(MockBrain(PROFILE, clock=lambda: SUNDAY), bare)
+    return lines + [text]
+
+
+async def test_no_tool_failure_has_the_brain_read_out_what_the_tool_told_it(monkeypatch) -> None:
+    async with fresh_database("sqlite") as database:
+        failures = await tool_failures(Storage(database), monkeypatch)
+    assert len(failures) >= 30
+
+    spoken, wrong = [], []
+    for what, tool, data in failures:
+        for text in await said_after(tool, data):
+            spoken.append(text)
+            if INSTRUCTIONS.search(text) or (data.get("note") and data["note"] in text):
+                wrong.append(f"{tool}, {what}: {text!r}")
+    assert not wrong, "the caller hears what the tool told the brain:\n" + "\n".join(wrong)
+    assert sum(s.startswith("I'm sorry") for s in spoken) > len(failures) / 2
+
+
+async def test_a_caller_who_asks_to_leave_a_message_is_asked_what_to_pass_on() -> None:
+    for wish in ("Can I leave a message please?", "Could you take a message for the dentist?"):
+        _, text, calls = await turn(MockBrain(PROFILE), user(wish))
+        assert text.endswith("What would you like me to pass on?") and calls == [], text

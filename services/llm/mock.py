@@ -33,6 +33,14 @@ GREETING = "Hello! How can I help you today?"
 FALLBACK = ("Sorry, I can help with our hours, services and prices, booking an appointment, "
             "or taking a message. What would you like to do?")
 ANYTHING_ELSE = "Is there anything else I can help with?"
+BROKE = "I'm sorry, something went wrong on my side."
+# What a refused tool call needs from the caller (its `ask`), said in this brain's own words: the
+# tool's `reason` for these may be worded for a brain, and its `note` always is.
+ASKED = {"name": "I'm sorry, I still need a name for the booking.",
+         "phone": "I'm sorry, I need a phone number for the booking.",
+         "date": "I'm sorry, I didn't catch the day.",
+         "time": "I'm sorry, I didn't catch the time.",
+         "which": "I'm sorry, I need to know which appointment you mean."}
 
 Call = tuple[str, dict[str, Any]]  # a tool name and its arguments
 Reply = tuple[str, Call | None]  # what to say, and the tool to call after saying it
@@ -131,6 +139,10 @@ class Dialogue:
             if "transfer_to_human" in self.offered:
                 return "", ("transfer_to_human", {"reason": "caller asked for a person"})
             return f"I'm sorry, I can't put you through right now. {OFFER_MESSAGE}", None
+        if kind == "message" and self.plan is None:
+            if "take_message" in self.offered:
+                return OFFER_MESSAGE, None
+            return "Sorry, I can't take messages right now. Please call back during our opening hours.", None
         plan = self.plan
         if kind == "cancel":
             if plan is not None and plan.task == "book" and not _EXISTING.search(text):
@@ -439,34 +451,74 @@ class Dialogue:
     # --- a tool answered ------------------------------------------------------------------------
 
     def see(self, name: str, data: dict[str, Any]) -> Reply:
-        """The line after a tool ran, from the tool's result data."""
+        """The line after a tool ran, in this brain's own words: from the result's data and a
+        refusal's caller-worded `reason`, never its `note` (an instruction for a brain)."""
         ok = bool(data.get("ok"))
         if name == "end_call":
             return "", None
         if name == "transfer_to_human":
             if ok:
                 return "Of course. I'm connecting you now, please hold.", None
-            reason = str(data.get("reason") or "no one is available right now")
-            return f"I'm sorry, {reason}. {OFFER_MESSAGE}", None
+            sorry = _sorry(data) if data.get("reason") else "I'm sorry, I can't put you through right now."
+            return f"{sorry} {OFFER_MESSAGE}", None
         if name == "take_message":
-            if ok:
-                return self._drop("Thank you, I've passed your message on.")
-            return f"Sorry, I didn't catch that. {PASS_ON}", None
+            return self._message_taken(data)
         handler = {"check_availability": self._checked, "book_appointment": self._booked,
                    "find_bookings": self._found, "reschedule_appointment": self._moved,
                    "cancel_appointment": self._cancelled}.get(name)
         if handler is None:
             return "All right.", None
+        if not ok and data.get("retryable"):
+            return self._broke(data)
+        if not ok and (reply := self._put_right(data)) is not None:
+            return reply
         if not ok and self.plan is None:
-            return self._drop(f"I'm sorry, {_reason(data)}.")
+            return self._drop(_sorry(data))
         return handler(data)
+
+    def _message_taken(self, data: dict[str, Any]) -> Reply:
+        if data.get("ok"):
+            return self._drop("Thank you, I've passed your message on.")
+        if data.get("ask") == "message":
+            return f"Sorry, I didn't catch that. {PASS_ON}", None
+        if data.get("retryable"):
+            return f"{_sorry(data)} Let's try that once more. {PASS_ON}", None
+        return self._drop(f"{_sorry(data)} Please call us back a little later.")
+
+    def _broke(self, data: dict[str, Any]) -> Reply:
+        """The tool broke (a fault, not a refusal): give up the task, as a receptionist would,
+        and take a message instead."""
+        self.plan, self.awaiting = None, ""
+        if "take_message" in self.offered:
+            return f"{_sorry(data)} {OFFER_MESSAGE}", None
+        return self._drop(_sorry(data))
+
+    def _put_right(self, data: dict[str, Any]) -> Reply | None:
+        """A refusal the caller can put right (its `ask`): forget what was wrong and ask again."""
+        plan, ask = self.plan, str(data.get("ask") or "")
+        if plan is None or ask not in ASKED:
+            return None
+        sorry = ASKED[ask]
+        if ask == "phone":
+            return self._ask(f"{sorry} What number should I use?", "phone", "What number should I use?")
+        if ask == "name":
+            self.name = ""
+        elif ask == "which":
+            plan.booking = plan.bookings = None
+        else:
+            plan.forget_slot()
+            plan.time = None
+            if ask == "date":
+                plan.day = None
+        text, call = self._next()
+        return f"{sorry} {text}".strip(), call
 
     def _checked(self, data: dict[str, Any]) -> Reply:
         plan = self.plan
         if plan is None or plan.task == "cancel":
             return "All right.", None
         if not data.get("ok"):
-            return self._offer(data.get("alternatives"), f"I'm sorry, {_reason(data)}.")
+            return self._offer(data.get("alternatives"), _sorry(data))
         requested = str(data.get("requested") or "")
         if _is_start(requested) and data.get("requested_free"):
             plan.forget_slot()
@@ -482,7 +534,7 @@ class Dialogue:
 
     def _booked(self, data: dict[str, Any]) -> Reply:
         if not data.get("ok"):
-            return self._offer(data.get("alternatives"), f"I'm sorry, {_reason(data)}.")
+            return self._offer(data.get("alternatives"), _sorry(data))
         service = str(data.get("service") or (self.plan.service if self.plan else "") or "appointment")
         return self._drop(f"You're all set: {_a(service)} on {_when(data)}. "
                           f"Your confirmation code is {_spell(data.get('code'))}.")
@@ -492,7 +544,7 @@ class Dialogue:
         if plan is None or plan.task == "book":
             return "All right.", None
         if not data.get("ok"):
-            return self._drop(f"I'm sorry, {_reason(data)}.")
+            return self._drop(_sorry(data))
         plan.bookings = [b for b in data.get("bookings") or [] if isinstance(b, dict)]
         if not plan.bookings and not plan.code:
             return self._drop("I couldn't find any upcoming appointments for the number you're calling from.")
@@ -500,13 +552,13 @@ class Dialogue:
 
     def _moved(self, data: dict[str, Any]) -> Reply:
         if not data.get("ok"):
-            return self._offer(data.get("alternatives"), f"I'm sorry, {_reason(data)}.")
+            return self._offer(data.get("alternatives"), _sorry(data))
         return self._drop(f"Done. Your appointment is now on {_when(data)}. "
                           f"Your confirmation code is {_spell(data.get('code'))}.")
 
     def _cancelled(self, data: dict[str, Any]) -> Reply:
         if not data.get("ok"):
-            return self._drop(f"I'm sorry, {_reason(data)}.")
+            return self._drop(_sorry(data))
         return self._drop(f"Done. Your appointment on {_when(data)} is cancelled.")
 
 
@@ -528,8 +580,14 @@ def _tool_name(history: list[Message], call_id: str) -> str:
     return ""
 
 
-def _reason(data: dict[str, Any]) -> str:
-    return str(data.get("reason") or "that didn't work")
+def _sorry(data: dict[str, Any]) -> str:
+    """A refusal in this brain's words: a line for what is missing, else the tool's `reason`,
+    which is worded for the caller. Never the `note`: that is an instruction, not a line."""
+    ask = str(data.get("ask") or "")
+    if ask in ASKED:
+        return ASKED[ask]
+    reason = str(data.get("reason") or "").strip().rstrip(".")
+    return f"I'm sorry, {reason}." if reason else BROKE
 
 
 def _result_data(message: Message) -> dict[str, Any]:

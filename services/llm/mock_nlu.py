@@ -26,8 +26,8 @@ from typing import Literal
 from services.receptionist.profile import BusinessProfile, Service
 
 PartOfDay = Literal["morning", "afternoon", "evening"]
-Intent = Literal["goodbye", "human", "cancel", "reschedule", "hours", "prices", "address", "book",
-                 "greeting", "other"]
+Intent = Literal["goodbye", "human", "message", "cancel", "reschedule", "hours", "prices", "address",
+                 "book", "greeting", "other"]
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAY_WORDS = {name: i for i, name in enumerate(WEEKDAYS)} | {
@@ -54,6 +54,7 @@ def normalise(text: str) -> str:
 # --- what the caller wants --------------------------------------------------------------------
 
 _BYE = re.compile(r"\b(bye|goodbye)\b|\bthat(?:'s| is) all\b")
+_MESSAGE = re.compile(r"\b(leave|take|pass on|give)\b.*\bmessage\b")
 _HUMAN = re.compile(r"\b(human|operator|manager)\b|pressed 0|\breal person\b"
                     r"|\b(speak|talk|put me|through|transfer|connect)\b.*"
                     r"\b(person|someone|somebody|anyone|anybody|staff|owner)\b")
@@ -70,7 +71,7 @@ _GREETING_WORDS = {"hi", "hello", "hey", "hiya", "good", "morning", "afternoon",
 def intent(text: str) -> Intent:
     """The caller's main wish, by keywords; the first rule that matches wins (order matters)."""
     text = normalise(text)
-    for kind, pattern in (("goodbye", _BYE), ("human", _HUMAN), ("cancel", _CANCEL),
+    for kind, pattern in (("goodbye", _BYE), ("human", _HUMAN), ("message", _MESSAGE), ("cancel", _CANCEL),
                           ("reschedule", _MOVE), ("hours", _HOURS), ("prices", _PRICES),
                           ("address", _ADDRESS), ("book", _BOOK)):
         if pattern.search(text):

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
-from services.privacy import mask_phone
+from services.privacy import log_safe, mask_phone
 
 log = logging.getLogger("zylin.calls")
 
@@ -54,7 +54,9 @@ class CallRecorder(Protocol):
 
 
 class LogRecorder:
-    """Writes each finished turn and event to the log (caller numbers masked)."""
+    """Writes each finished turn and event to the log. At INFO a line carries what happened, not
+    what was said: latencies and kinds, an event's detail through `log_safe` (numbers and codes
+    masked, caller content redacted). The words themselves go to DEBUG only."""
 
     def __init__(self, latency_target_ms: float = 1200.0) -> None:
         self.latency_target_ms = latency_target_ms
@@ -73,9 +75,11 @@ class LogRecorder:
         if turn.interrupted:
             fields["interrupted"] = True
         log.info("turn %s", json.dumps(fields))
+        log.debug("turn %s #%d %s said %r", call.call_sid, turn.index, turn.speaker, turn.text)
 
     def event(self, call: CallInfo, event: CallEvent) -> None:
-        log.info("event %s %s %s", call.call_sid, event.kind, json.dumps(event.detail, default=str))
+        log.info("event %s %s %s", call.call_sid, event.kind, json.dumps(log_safe(event.detail), default=str))
+        log.debug("event %s %s in full: %s", call.call_sid, event.kind, json.dumps(event.detail, default=str))
 
     def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord],
               history: list[Message]) -> None:

@@ -2,7 +2,9 @@
 
 Every promise made on the phone must be true in the database: the business rules are checked
 here (availability.py), and the database makes the final call on a contested slot (SlotTaken).
-Arguments and results use the business's local time as ISO strings without an offset.
+Arguments and results use the business's local time as ISO strings without an offset. A
+refusal's `reason` is said to the caller; what the brain should do about it is in `note` and
+`ask` (see services/receptionist/tools.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from services.privacy import mask_phone
+from services.privacy import mask_code, mask_phone
 from services.receptionist.availability import (
     Interval, Slot, free_slots, local_datetime, nearest_free, refusal, search_days, spoken_datetime,
     spoken_time,
@@ -37,7 +39,7 @@ def _result(data: dict[str, Any]) -> ToolResult:
 
 
 def _refuse(reason: str, **extra: Any) -> ToolResult:
-    return _result({"ok": False, "reason": reason, **extra})
+    return _result({"ok": False, "reason": reason, **_FOLLOW_UP.get(reason, {}), **extra})
 
 
 def _iso(at: datetime) -> str:
@@ -53,6 +55,21 @@ def _service(ctx: CallContext, name: str) -> Service | None:
 _LOCAL = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[T ](\d{1,2}):(\d{2})(?::\d{2})?\s*$")
 NO_SUCH_TIME = "that time doesn't exist on that day (the clocks change)"
 UNREADABLE_TIME = "I need the time as HH:MM, for example 15:30"
+UNREADABLE_DATE = "I didn't catch the day"
+NO_NAME = "I need the caller's name for the booking"
+NO_PHONE = "I need a phone number for the booking"
+SEVERAL = "there are several appointments for that number, so I need to know which one"
+
+# Refusals the caller can put right: what is missing, and what the brain should do about it.
+# UNREADABLE_TIME and NO_NAME are worded for the brain rather than the caller; `ask` lets a
+# brain say it in its own words.
+_FOLLOW_UP: dict[str, dict[str, str]] = {
+    UNREADABLE_TIME: {"ask": "time", "note": "Send the time as HH:MM (24-hour); ask the caller if unsure."},
+    UNREADABLE_DATE: {"ask": "date", "note": "Send the date as YYYY-MM-DD; ask the caller if unsure."},
+    NO_NAME: {"ask": "name", "note": "Ask the caller for their name."},
+    NO_PHONE: {"ask": "phone", "note": "Ask for a number to book under."},
+    SEVERAL: {"ask": "which", "note": "Ask which one (find_bookings lists them), then send its code."},
+}
 
 
 def _local(ctx: CallContext, text: str) -> datetime | str:
@@ -106,7 +123,7 @@ async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResu
     try:
         day = date.fromisoformat(str(args.get("date", "")))
     except ValueError:
-        return _refuse("I need the day as a date")
+        return _refuse(UNREADABLE_DATE)
     now = ctx.now()
     busy = await _busy(ctx, day, 1)
     requested = None
@@ -182,10 +199,10 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
         return _refuse(start)
     name = str(args.get("customer_name", "")).strip()
     if not name:
-        return _refuse("I need the caller's name for the booking")
+        return _refuse(NO_NAME)
     phone = str(args.get("customer_phone") or ctx.caller_phone).strip()
     if not phone:
-        return _refuse("I need a phone number for the booking")
+        return _refuse(NO_PHONE)
     busy = await _busy(ctx, start.date(), 1)
     why = refusal(ctx.profile, service, start, busy, ctx.now())
     if why is not None:
@@ -201,7 +218,8 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
         alternatives = await _alternatives(ctx, service, start)
         return _refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
     data = _booking_json(booking, ctx)
-    log.info("booked %s %s on %s for %s", booking.code, service.name, data["start"], mask_phone(phone))
+    log.info("booked %s %s on %s for %s on %s", mask_code(booking.code), service.name, data["start"],
+             mask_phone(phone), ctx.call_sid)
     await _confirm_by_sms(ctx, phone, f"{ctx.profile.name}: your {service.name.lower()} is booked for "
                                       f"{data['spoken_start']}. Confirmation code {booking.code}.")
     return _result({"ok": True, **data})
@@ -226,7 +244,7 @@ async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord 
     if not bookings:
         return "I couldn't find an upcoming appointment for that number"
     if len(bookings) > 1:
-        return "there are several appointments for that number; ask which one (by its code)"
+        return SEVERAL
     return bookings[0]
 
 

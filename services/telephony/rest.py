@@ -19,7 +19,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from services.privacy import mask_phone
+from services.privacy import mask_phone, scrub
 
 log = logging.getLogger("zylin.telephony")
 
@@ -169,4 +169,4 @@ def _describe(exc: BaseException) -> str:
     """Twilio's code and status without the request URL's details; other errors by kind."""
     if isinstance(exc, TwilioRestException):
         return f"HTTP {exc.status}, Twilio error {exc.code}"
-    return f"{type(exc).__name__}: {exc}"
+    return scrub(f"{type(exc).__name__}: {exc}")  # a library's message may quote the number dialled
