@@ -114,11 +114,17 @@ async def dial_result(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     call_sid = form["CallSid"]
-    kind, detail = dial_outcome(form)
-    await runtime.storage.call_event(call_sid, kind, detail)
-    log.info("transfer of %s: %s", call_sid, detail["status"])
-    if kind == "transfer_answered":
-        return xml(hangup_twiml())
     segment = request.query_params.get("segment", "1")
-    return xml(stream_twiml(runtime, form, int(segment) if segment.isascii() and segment.isdigit() else 1,
-                            transfer=str(detail["status"])))
+    segment_number = int(segment) if segment.isascii() and segment.isdigit() else 1
+
+    async def answer() -> str:
+        kind, detail = dial_outcome(form)
+        await runtime.storage.call_event(call_sid, kind, detail)
+        log.info("transfer of %s: %s", call_sid, detail["status"])
+        if kind == "transfer_answered":
+            return hangup_twiml()
+        return stream_twiml(runtime, form, segment_number, transfer=str(detail["status"]))
+
+    # Twilio retries webhooks: the outcome is logged once, and a retry gets the same TwiML.
+    return xml(await runtime.storage.admission.answer_once(f"dial:{call_sid}:{segment_number}", call_sid,
+                                                           answer, wait_s=2.0))

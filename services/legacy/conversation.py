@@ -21,7 +21,7 @@ from services.legacy.transcriber import Transcriber, TranscriberError, build_tra
 from services.llm.base import BrainError, Message, TextDelta, ToolCall
 from services.llm.mock import PASS_ON
 from services.orchestrator.session import DTMF_PERSON, FALLBACK_LINE, TAKE_A_MESSAGE
-from services.privacy import mask_phone
+from services.privacy import describe_error, mask_phone, scrub
 from services.providers import build_brain
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tools import CallAction, CallContext, Toolbox
@@ -167,8 +167,25 @@ class LegacyReceptionist:
     # --- each recording ----------------------------------------------------------------------------
 
     async def on_recording(self, form: Mapping[str, str]) -> str:
-        """One caller turn, answered within LEGACY_RESPONSE_BUDGET_S whatever the providers do."""
-        progress = Progress(received=time.monotonic())
+        """One caller turn, answered within LEGACY_RESPONSE_BUDGET_S whatever the providers do.
+        Twilio retries webhooks: a recording is acted on once (a retry gets the first answer),
+        and a call's turns run one at a time, whichever instances the callbacks reach."""
+        received = time.monotonic()
+        call_sid = form.get("CallSid", "")
+        budget = self.settings.legacy_response_budget_s
+        admission = self.storage.admission
+
+        async def turn() -> str:
+            async with admission.one_turn_at_a_time(call_sid, hold_s=budget + 5.0, wait_s=budget / 2):
+                return await self._recording_turn(form, received)
+
+        sid = form.get("RecordingSid", "")
+        if not sid:  # our own <Redirect> after silence, or a key press: nothing to do twice
+            return await turn()
+        return await admission.answer_once(f"recording:{sid}", call_sid, turn, wait_s=budget + 2.0)
+
+    async def _recording_turn(self, form: Mapping[str, str], received: float) -> str:
+        progress = Progress(received=received)
         at = utcnow()
         call_sid, caller, called = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
         budget = self.settings.legacy_response_budget_s
@@ -179,7 +196,8 @@ class LegacyReceptionist:
         try:
             state = await asyncio.wait_for(self._state(call_sid), budget / 4)
         except Exception as exc:
-            log.error("legacy call %s: could not load its state (%s); starting afresh", call_sid, exc)
+            log.error("legacy call %s: could not load its state (%s); starting afresh", call_sid,
+                      describe_error(exc))
             state = LegacyState()
         context = CallContext(call_sid=call_sid, caller_phone=caller, profile=self.profile,
                               can_transfer=True,  # <Dial> in our own answer: no REST call needed
@@ -196,17 +214,18 @@ class LegacyReceptionist:
             return await self._answer(call_sid, state, progress, TOO_SLOW, at=at, remember=False,
                                       caller=caller, called=called)
         except (RecordingError, TranscriberError) as exc:
-            log.warning("legacy call %s: %s", call_sid, exc)
+            log.warning("legacy call %s: %s", call_sid, scrub(str(exc)))
             progress.event("provider_error", provider=progress.stage, error=str(exc))
             return await self._missed(call_sid, state, progress, at, caller, called)
         except BrainError as exc:
-            log.warning("legacy call %s: brain failed: %s", call_sid, exc)
+            log.warning("legacy call %s: brain failed: %s", call_sid, scrub(str(exc)))
             progress.event("provider_error", provider="llm", error=str(exc))
             progress.messages = [Message("assistant", FALLBACK_LINE)]
             return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
                                       caller=caller, called=called)
-        except Exception:
-            log.exception("legacy call %s: turn failed", call_sid)
+        except Exception as exc:  # its message may quote the caller's words: DEBUG only
+            log.error("legacy call %s: turn failed: %s", call_sid, describe_error(exc))
+            log.debug("legacy call %s: turn failed", call_sid, exc_info=True)
             progress.event("provider_error", provider=progress.stage, error="unexpected")
             progress.messages = [Message("assistant", FALLBACK_LINE)]
             return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
@@ -283,7 +302,13 @@ class LegacyReceptionist:
 
     async def on_dial_result(self, form: Mapping[str, str]) -> str:
         """The transfer ended: answered means the call is done; otherwise Zylin takes the caller
-        back, says why, and offers to take a message."""
+        back, says why, and offers to take a message. Once per call, whatever Twilio retries."""
+        call_sid = form.get("CallSid", "")
+        return await self.storage.admission.answer_once(
+            f"dial:{call_sid}", call_sid, lambda: self._dial_result(form),
+            wait_s=self.settings.legacy_response_budget_s)
+
+    async def _dial_result(self, form: Mapping[str, str]) -> str:
         call_sid = form.get("CallSid", "")
         status = form.get("DialCallStatus", "")
         duration = form.get("DialCallDuration", "")
@@ -375,5 +400,6 @@ class LegacyReceptionist:
         try:
             await asyncio.wait_for(write(), max(left, 0.5))
         except Exception as exc:
-            log.warning("legacy call %s: could not store the turn at once (%s); queued for retry", call_sid, exc)
+            log.warning("legacy call %s: could not store the turn at once (%s); queued for retry", call_sid,
+                        scrub(f"{type(exc).__name__}: {exc}"))
             self.storage.writer.submit(f"legacy turn of {call_sid}", write)

@@ -11,6 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -19,7 +23,10 @@ from services.storage.database import Database
 from services.storage.models import Call, WebhookReceipt, utcnow
 from services.storage.sql import insert_ignore
 
+log = logging.getLogger("zylin.storage.admission")
+
 POLL_S = 0.05
+RECEIPT_TIMEOUT_S = 1.0   # a database that hangs costs a callback this much, then it is answered anyway
 
 
 class Admission:
@@ -62,6 +69,33 @@ class Admission:
                 return answer
             await asyncio.sleep(POLL_S)
 
+    async def answer_once(self, key: str, call_sid: str, answer: Callable[[], Awaitable[str]], *,
+                          wait_s: float) -> str:
+        """`answer()` for the first delivery of callback `key`; a retry or duplicate gets the TwiML
+        the first one got (waiting up to `wait_s` for it). If the database cannot say, the
+        callback is answered as new: a caller is never left without TwiML."""
+        try:
+            async with asyncio.timeout(RECEIPT_TIMEOUT_S):
+                first = await self.take_receipt(key, call_sid)
+        except Exception as exc:
+            log.warning("could not check whether %s was delivered before (%s); answering it", key,
+                        type(exc).__name__)
+            return await answer()
+        if not first:
+            log.info("%s of %s delivered again: answering as the first delivery was", key.split(":")[0], call_sid)
+            earlier = await self.answer_of(key, wait_s)
+            if earlier is not None:
+                return earlier
+            log.warning("%s of %s: the first delivery has no answer yet; answering afresh", key, call_sid)
+            return await answer()
+        twiml = await answer()
+        try:
+            async with asyncio.timeout(RECEIPT_TIMEOUT_S):
+                await self.record_answer(key, twiml)
+        except Exception as exc:
+            log.warning("could not record the answer to %s (%s)", key, type(exc).__name__)
+        return twiml
+
     # --- record-mode turns ---------------------------------------------------------------------------
 
     async def lease_turn(self, call_sid: str, owner: str, hold_s: float, wait_s: float) -> bool:
@@ -85,6 +119,28 @@ class Admission:
                 or_(Call.turn_lease_until.is_(None), Call.turn_lease_until < now, Call.turn_lease_owner == owner),
             ).values(turn_lease_owner=owner, turn_lease_until=until))
             return result.rowcount == 1
+
+    @contextlib.asynccontextmanager
+    async def one_turn_at_a_time(self, call_sid: str, *, hold_s: float, wait_s: float) -> AsyncIterator[bool]:
+        """Hold the call's turn while the block runs (yields whether it was had: a database that
+        cannot say, or a holder that does not finish in `wait_s`, lets the turn run anyway)."""
+        owner = uuid.uuid4().hex
+        try:
+            held = await asyncio.wait_for(self.lease_turn(call_sid, owner, hold_s, wait_s), wait_s + 1.0)
+        except Exception as exc:
+            log.warning("could not take the turn of %s (%s); running it anyway", call_sid, type(exc).__name__)
+            held = False
+        if not held:
+            log.warning("another request still runs a turn of %s; running this one anyway", call_sid)
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    async with asyncio.timeout(RECEIPT_TIMEOUT_S):
+                        await self.release_turn(call_sid, owner)
+                except Exception as exc:  # the lease runs out by itself
+                    log.warning("could not release the turn of %s (%s)", call_sid, type(exc).__name__)
 
     async def release_turn(self, call_sid: str, owner: str) -> None:
         async with self.db.write() as session:
