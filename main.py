@@ -149,6 +149,8 @@ def configure_logging(level: str) -> None:
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from services.server import server_config
+
     try:
         app = create_app(settings)
     except (ConfigError, ProfileError, StorageError) as exc:
@@ -165,9 +167,7 @@ def serve(settings: Settings) -> int:
                 for line in banner:
                     log.info("%s", line)
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            ws_max_size=1 << 20, proxy_headers=True)
-    Server(config).run()
+    Server(server_config(app, settings)).run()  # the limits of docs/security.md
     return 0
 
 

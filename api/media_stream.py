@@ -6,6 +6,7 @@ This edge only validates and dispatches: malformed or unexpected frames are logg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
@@ -13,6 +14,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.orchestrator.session import CallSession
 from services.runtime import Runtime
+from services.server import abort_of
+from services.settings import Settings
 from services.telephony.media_streams import (
     Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, StreamSender, parse_event,
 )
@@ -20,6 +23,7 @@ from services.telephony.media_streams import (
 log = logging.getLogger("zylin.api.media")
 
 POLICY_VIOLATION = 1008
+STUCK = "twilio stopped reading"  # the end reason when a send outlived SEND_TIMEOUT_S
 
 
 class Drops:
@@ -44,6 +48,40 @@ def _ours(session: CallSession | None, stream_sid: str, drops: Drops) -> bool:
     return True
 
 
+def _sender(websocket: WebSocket, stream_sid: str, settings: Settings) -> StreamSender:
+    """Sends bounded by SEND_TIMEOUT_S; past it the connection is aborted (services/server.py)."""
+    return StreamSender(websocket.send_text, stream_sid, websocket.close,
+                        timeout_s=settings.send_timeout_s, abort=abort_of(websocket.scope))
+
+
+async def _receive_before_start(websocket: WebSocket, deadline: float) -> dict | None:
+    """The next message, or None once the `start` event's deadline has passed."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await websocket.receive()
+    except TimeoutError:
+        return None
+
+
+async def _close_bounded(websocket: WebSocket, code: int, reason: str, timeout_s: float) -> None:
+    """Close, or abort when the close frame cannot even be written (the peer reads nothing)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await websocket.close(code=code, reason=reason)
+    except TimeoutError:
+        if (abort := abort_of(websocket.scope)) is not None:
+            abort()
+    except Exception:
+        pass  # already gone
+
+
+def _end_reason(session: CallSession, reason: str) -> str:
+    """The session's own reason if it ended the call, then a stuck socket, then the loop's."""
+    if session.end_reason:
+        return session.end_reason
+    return STUCK if session.sender.stuck else reason
+
+
 async def media_stream(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     settings = runtime.settings
@@ -57,9 +95,15 @@ async def media_stream(websocket: WebSocket) -> None:
     session: CallSession | None = None
     drops = Drops()
     reason = "socket closed"
+    start_deadline = asyncio.get_running_loop().time() + settings.start_timeout_s
     try:
         while True:
-            message = await websocket.receive()
+            if session is not None:
+                message = await websocket.receive()
+            elif (message := await _receive_before_start(websocket, start_deadline)) is None:
+                log.warning("media stream: no start event within %s s; closing", settings.start_timeout_s)
+                await _close_bounded(websocket, POLICY_VIOLATION, "no start event", settings.send_timeout_s)
+                return
             if message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")
@@ -97,7 +141,7 @@ async def media_stream(websocket: WebSocket) -> None:
                     log.warning("media stream for %s refused: %s", event.call_sid, claim)
                     await websocket.close(code=POLICY_VIOLATION, reason=claim)
                     return
-                sender = StreamSender(websocket.send_text, event.stream_sid, websocket.close)
+                sender = _sender(websocket, event.stream_sid, settings)
                 session = await runtime.open_session(event, sender)
                 await session.start()
             elif isinstance(event, Stop):
@@ -114,6 +158,6 @@ async def media_stream(websocket: WebSocket) -> None:
         reason = "error"
     finally:
         if session is not None:
-            await session.stop(session.end_reason or reason)
+            await session.stop(_end_reason(session, reason))
         if drops.counts:
             log.warning("media stream dropped frames: %s", dict(drops.counts))

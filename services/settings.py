@@ -6,7 +6,7 @@ import json
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator, model_validator
+from pydantic import PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["", "mock", "deepgram", "openai"]
@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     public_url: str = ""                 # empty = http://localhost:<PORT>
     log_level: str = "INFO"
     stream_token_secret: str = ""
+    # limits on slow, idle and stuck peers (docs/security.md, "Limits and their settings")
+    send_timeout_s: PositiveFloat = 5.0         # a send to Twilio waiting longer: socket dropped, call ended
+    start_timeout_s: PositiveFloat = 10.0       # a media stream without its `start` event by then is closed
+    http_header_timeout_s: PositiveFloat = 10.0  # a request head (from connect) not complete by then: dropped
+    http_body_timeout_s: PositiveFloat = 10.0   # a request body not complete this long after its head: dropped
+    http_keep_alive_s: PositiveFloat = 5.0      # an idle kept-alive connection is closed after this
+    max_connections: PositiveInt = 1000         # open connections beyond this get 503 (requests and upgrades)
 
     # --- Twilio -----------------------------------------------------------------
     twilio_account_sid: str = ""

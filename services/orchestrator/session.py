@@ -480,15 +480,17 @@ class CallSession:
         """Idle caller: prompt once, then say goodbye. Long call: end it politely."""
         while self.state is not State.STOPPED:
             await asyncio.sleep(0.25)
-            if self.state is not State.STREAMING:
-                continue
             now = time.monotonic()
-            busy = (self._reply is not None and self._reply.playing) or self.vad.speaking or self._pending
             overtime = now - self.info.started_at - self.settings.max_call_s
-            if overtime > 60:  # a caller who never pauses still cannot hold the line forever
+            # A caller who never pauses still cannot hold the line forever; nor can a goodbye
+            # whose mark never comes back (Twilio stopped reading): this holds while ENDING too.
+            if overtime > 60:
                 await self.sender.close()
                 await self.stop("maximum call length")
                 return
+            if self.state is not State.STREAMING:
+                continue
+            busy = (self._reply is not None and self._reply.playing) or self.vad.speaking or self._pending
             if overtime > 0 and not busy:
                 self.state = State.ENDING
                 self._say(MAX_DURATION_GOODBYE, CallAction("end_call", reason="maximum call length"))

@@ -11,25 +11,45 @@ from typing import Any
 import uvicorn
 from uvicorn.config import WS_PROTOCOLS
 
+from services.server import server_config
+from services.settings import Settings
+
 # The sans-I/O websockets implementation; the legacy one is deprecated in uvicorn 0.54.
 WS_PROTOCOL = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
 
 
+def _settings_of(app: Any) -> Settings | None:
+    """A Zylin app (main.create_app) carries its settings; a test's fake service does not."""
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    settings = getattr(runtime, "settings", None)
+    return settings if isinstance(settings, Settings) else None
+
+
+def _config(app: Any, settings: Settings | None, **options: Any) -> uvicorn.Config:
+    """Zylin is served exactly as `python main.py` serves it, limits included; fakes plainly."""
+    options.setdefault("timeout_graceful_shutdown", 3)
+    if settings is not None:
+        return server_config(app, settings, **options)
+    options.setdefault("ws", WS_PROTOCOL)
+    return uvicorn.Config(app, **options)
+
+
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, *, host: str = "127.0.0.1", log_level: str = "warning",
-                    startup_timeout_s: float = 10.0, **config: Any) -> AsyncIterator[str]:
+                    startup_timeout_s: float = 10.0, settings: Settings | None = None,
+                    **config: Any) -> AsyncIterator[str]:
     """`async with serve_app(app) as base_url:` -> "http://127.0.0.1:PORT", stopped on exit.
 
     We bind the socket ourselves (port 0) so the port is known before uvicorn starts and
-    two servers can never race for the same number.
+    two servers can never race for the same number. A Zylin app gets `services.server`'s
+    config from `settings` (default: the app's own), the one `python main.py` runs with.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config.setdefault("ws", WS_PROTOCOL)
-    config.setdefault("timeout_graceful_shutdown", 3)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **config))
+    settings = settings or _settings_of(app)
+    server = uvicorn.Server(_config(app, settings, host=host, port=port, log_level=log_level, **config))
 
     async def run() -> None:
         try:
