@@ -20,12 +20,13 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from api.auth import access_banner
-from api.calls import REVIEW_ROUTES
+from api.console.errors import CONSOLE_EXCEPTION_HANDLERS
+from api.console.routes import CONSOLE_ROUTES
 from api.health import health, ready
-from api.twilio_status import status
 from api.media_stream import media_stream
 from api.twilio_legacy import dial_result as legacy_dial_result
 from api.twilio_legacy import recording, voice_legacy
+from api.twilio_status import status
 from api.twilio_voice import dial_result, voice
 from services.legacy.conversation import LegacyReceptionist
 from services.orchestrator.greeting import GreetingCache
@@ -95,8 +96,9 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
             Route("/api/twilio/voice-legacy/recording", recording, methods=["POST"]),
             Route("/api/twilio/voice-legacy/dial-result", legacy_dial_result, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
-            *REVIEW_ROUTES,
+            *CONSOLE_ROUTES,
         ],
+        exception_handlers=CONSOLE_EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.runtime = runtime
@@ -204,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         # The demo prints the conversation itself; logs would drown it unless asked for.
         configure_logging(settings.log_level if settings.log_level.upper() == "DEBUG" else "WARNING")
         from services.simulator.demo import run_demo
-        return asyncio.run(run_demo(settings, lines=args.line, wav_path=args.wav, speed=args.speed))
+        return asyncio.run(run_demo(settings, create_app, lines=args.line, wav_path=args.wav, speed=args.speed))
     if args.command == "calls":
         configure_logging("WARNING")
-        from services.storage.cli import show_calls
+        from services.cli import show_calls
         return asyncio.run(show_calls(settings, args.call_sid, limit=args.limit, full_numbers=args.full_numbers))
     configure_logging(settings.log_level)
     return serve(settings)

@@ -13,10 +13,10 @@ from twilio.request_validator import RequestValidator
 
 from api.auth import access_banner
 from main import startup_banner
+from services.cli import show_calls
 from services.receptionist.profile import load_profile
 from services.simulator.caller import CallerLine
 from services.storage.calls import TurnRow
-from services.storage.cli import show_calls
 from services.storage.models import utcnow
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
 

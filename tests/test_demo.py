@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import wave
 
+from main import create_app
 from services.simulator.demo import run_demo
 from tests.conftest import make_settings
 
@@ -11,7 +12,7 @@ from tests.conftest import make_settings
 async def test_the_demo_call_runs_offline_books_and_writes_what_the_caller_heard(tmp_path, capsys):
     wav = tmp_path / "demo.wav"
     settings = make_settings(twilio_auth_token="", database_url="sqlite+aiosqlite://")
-    assert await run_demo(settings, wav_path=str(wav), speed=8.0) == 0
+    assert await run_demo(settings, create_app, wav_path=str(wav), speed=8.0) == 0
 
     out = capsys.readouterr().out
     assert "Your confirmation code is" in out

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import secrets
 import time as clock
+from collections.abc import Callable
 from datetime import time, timedelta
 
-from services.receptionist.profile import BusinessProfile
+from starlette.applications import Starlette
+
 from services.orchestrator.record import CallInfo, MemoryRecorder, TurnRecord
+from services.receptionist.profile import BusinessProfile
 from services.settings import Settings
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.simulator.server import serve_app
 
+# main.create_app: passed in, since main (the top) imports this module, never the other way round.
+AppFactory = Callable[..., Starlette]
+
+
 def default_lines(profile: BusinessProfile) -> list[str]:
     """A caller who asks, books on an open day a few days ahead, leaves a message, says bye."""
     day = profile.now().date() + timedelta(days=3)
-    while profile.open_span(day) is None or profile.open_span(day).opens > time(10):
+    while (span := profile.open_span(day)) is None or span.opens > time(10):
         day += timedelta(days=1)
     return [
         "Hi, what are your opening hours?",
@@ -59,10 +66,9 @@ def latency_table(turns: list[TurnRecord]) -> str:
     return "\n".join(rows)
 
 
-async def run_demo(settings: Settings, lines: list[str] | None = None,
+async def run_demo(settings: Settings, create_app: AppFactory, lines: list[str] | None = None,
                    wav_path: str = "demo-call.wav", speed: float = 1.0) -> int:
-    from main import create_app  # the app factory lives at the top level
-
+    """One call through `create_app(settings, recorder=...)`'s app, served in-process."""
     auth_token = secrets.token_hex(16)  # sign like Twilio does, so validation runs as in production
     settings = settings.model_copy(update={"use_mock_streaming": True, "twilio_auth_token": auth_token,
                                            "twilio_account_sid": "", "twilio_validate_signatures": True,

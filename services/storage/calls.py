@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.storage.database import Database
@@ -320,6 +320,11 @@ class CallLog:
         call.summary = call_summary(turns)
 
     # reads ---------------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raises unless the call log can be read now: what readiness asks of storage."""
+        async with self.db.read() as session:
+            await session.execute(text("SELECT 1"))
 
     async def list_calls(self, filters: CallFilter = CallFilter(), *, page: int = 1,
                          per_page: int = 25) -> tuple[list[CallSummary], int]:

@@ -1,4 +1,8 @@
-"""`python main.py calls [CallSid]`: the call log in a terminal."""
+"""`python main.py calls [CallSid]`: the call log in a terminal.
+
+An edge like api/console/, for the owner at the server's shell: it reads storage, which never
+knows it exists.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,7 @@ from zoneinfo import ZoneInfo
 from services.privacy import mask_phone
 from services.receptionist.profile import load_profile
 from services.settings import Settings
-from services.storage.calls import CallDetail, CallSummary
-from services.storage.database import Database, display_url
-from services.storage.service import Storage
+from services.storage import CallDetail, CallSummary, Database, Storage, display_url
 
 LATENCY_COLUMNS = ("asr_ms", "llm_ttft_ms", "tool_ms", "tts_ttfb_ms", "first_audio_ms", "heard_ms", "overhead_ms")
 
