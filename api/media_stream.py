@@ -159,5 +159,6 @@ async def media_stream(websocket: WebSocket) -> None:
     finally:
         if session is not None:
             await session.stop(_end_reason(session, reason))
+            session.sender.release()
         if drops.counts:
             log.warning("media stream dropped frames: %s", dict(drops.counts))

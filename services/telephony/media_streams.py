@@ -407,6 +407,13 @@ class StreamSender:
         else:
             self._arm(self._timeout_s - waited)
 
+    def release(self) -> None:
+        """The stream is over: its timer goes (it would keep the sender alive until it fired)."""
+        self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
     def _give_up(self) -> None:
         """The peer has read nothing for `timeout_s`: drop the connection, once."""
         self.closed = True
