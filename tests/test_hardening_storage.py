@@ -4,6 +4,8 @@ callbacks that arrive out of order. On SQLite, and on PostgreSQL when TEST_DATAB
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
@@ -126,17 +128,38 @@ async def counts(database: Database) -> dict[str, int]:
                 for model in (Call, Turn, Event, OwnerMessage, Booking, BookingClaim)}
 
 
+async def rows_as_of_0002(database: Database, sid: str) -> None:
+    """A call with two turns, an event, a message and a booking with two claims, written with the
+    columns that schema 0002 has (reflected), as a server of that version would have left them."""
+    number, t = "+15550008888", at(0)
+    async with database.engine.begin() as conn:
+        tables = await conn.run_sync(lambda sync: {name: sa.Table(name, sa.MetaData(), autoload_with=sync)
+                                                   for name in ("calls", "turns", "events", "messages",
+                                                                "bookings", "booking_claims")})
+        call = (await conn.execute(tables["calls"].insert().values(
+            call_sid=sid, from_number=number, to_number="+15559990000", mode="stream", started_at=t,
+            status="completed", summary="").returning(tables["calls"].c.id))).scalar_one()
+        await conn.execute(tables["turns"].insert(), [
+            {"call_id": call, "idx": i, "speaker": who, "text": text, "interrupted": False, "at": t}
+            for i, (who, text) in enumerate((("zylin", "Thanks for calling."), ("caller", "Hours?")))])
+        await conn.execute(tables["events"].insert().values(call_id=call, kind="tool",
+                                                            detail={"name": "book_appointment"}, at=t))
+        await conn.execute(tables["messages"].insert().values(call_id=call, name="", phone=number, message="Call me",
+                                                              urgency="normal", created_at=t, sms_status="off"))
+        booking = (await conn.execute(tables["bookings"].insert().values(
+            code="ABCDEF", service="Cleaning", start_utc=at(86400), end_utc=at(88200), customer_name="Ann",
+            customer_phone=number, status="booked", call_id=call, created_at=t, updated_at=t)
+            .returning(tables["bookings"].c.id))).scalar_one()
+        await conn.execute(tables["booking_claims"].insert(), [
+            {"booking_id": booking, "start_utc": at(86400 + 900 * n), "lane": 0} for n in range(2)])
+
+
 async def test_widening_the_numbers_keeps_every_row_of_every_table(database: Database):
     """On SQLite a table copy of `calls` with foreign keys on would cascade-delete every turn."""
     await migrate(database, "downgrade", "0002")
     storage = Storage(database)
     sid = "CA" + "8" * 32
-    await call_from(storage, sid, "+15550008888", "+15559990000")
-    await storage.calls.add_event(sid, "tool", {"name": "book_appointment"}, at(5))
-    await storage.messages.save_message(message="Call me", phone="+15550008888", call_sid=sid)
-    await storage.bookings.create_booking(service="Cleaning", start_utc=at(86400), end_utc=at(86400 + 1800),
-                                          customer_name="Ann", customer_phone="+15550008888",
-                                          step_minutes=15, call_sid=sid)
+    await rows_as_of_0002(database, sid)  # today's models know columns 0002 does not have
     before = await counts(database)
 
     await migrate(database, "upgrade", "head")
