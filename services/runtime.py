@@ -16,6 +16,7 @@ from services.receptionist.profile import BusinessProfile
 from services.receptionist.tools import CallContext, Toolbox
 from services.settings import Settings
 from services.storage import Storage
+from services.storage.admission import within
 from services.telephony.media_streams import Start, StreamSender
 from services.telephony.rest import Telephony
 from services.telephony.webhook import SignatureCheck, StreamClaim, check_stream_token
@@ -88,8 +89,8 @@ class Runtime:
         if isinstance(claim, str):
             return claim
         try:
-            async with asyncio.timeout(ADMISSION_TIMEOUT_S):
-                admitted = await self.storage.admission.claim_stream(claim.call_sid, claim.segment)
+            admitted = await within(self.storage.admission.claim_stream(claim.call_sid, claim.segment),
+                                    ADMISSION_TIMEOUT_S)
         except Exception as exc:
             log.warning("could not check that %s has no other stream (%s); admitting it on its token",
                         start.call_sid, type(exc).__name__)

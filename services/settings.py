@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///data/zylin.db"
     admin_token: str = ""               # call-log pages and API; empty = loopback clients only
     call_sweep_grace_s: float = 120.0   # open calls older than MAX_CALL_S + 60 s + this are swept
+    # while the database is away (docs/call-log.md "When the database is away")
+    write_journal_dir: str = ""         # writes kept on disk; empty = journal/ by the SQLite file, else data/journal
+    write_memory_max: int = 10000       # writes waiting in memory; the rest wait in the journal
+    write_spill_after_s: float = 2.0    # a write not stored by then waits in the journal (a crash keeps it)
+    webhook_write_timeout_s: float = 0.3  # the voice webhook waits this long for its write, then answers
+    tool_timeout_s: float = 4.0         # a tool on the database answers within this, or honestly fails
+    tool_one_moment_s: float = 1.5      # the caller hears "One moment, please." once a tool takes this long
 
     @field_validator("public_url")
     @classmethod

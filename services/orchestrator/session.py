@@ -23,7 +23,7 @@ from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
 from services.orchestrator.speaker import SpeechFallback, Speaker, SpokenSentence, send_frames
-from services.receptionist.tools import CallAction, Toolbox
+from services.receptionist.tools import CallAction, ToolBudget, Toolbox
 from services.settings import Settings
 from services.telephony.media_streams import StreamSender
 from services.telephony.rest import Telephony
@@ -42,6 +42,7 @@ IDLE_PROMPT = "Are you still there?"
 IDLE_GOODBYE = "I haven't heard anything, so I'll end the call now. Feel free to call back. Goodbye!"
 MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. Please call back anytime. Goodbye!"
 DTMF_PERSON = "[The caller pressed 0: they want to speak to a person.]"
+ONE_MOMENT = "One moment, please."  # a tool is slow (TOOL_ONE_MOMENT_S): the caller hears why it is quiet
 
 
 class State(Enum):
@@ -326,6 +327,7 @@ class CallSession:
     async def _think(self, reply: Reply) -> None:
         """Brain rounds until it stops calling tools; text is spoken while tools run."""
         latency = reply.latency
+        budget = ToolBudget(self.settings.tool_timeout_s, self.settings.tool_one_moment_s)
         for _ in range(self.settings.max_tool_rounds):
             message = Message("assistant")
             context = self.history + reply.messages
@@ -348,9 +350,14 @@ class CallSession:
             if not calls:
                 return
             message.tool_calls = calls
+
+            def one_moment(message: Message = message) -> None:
+                message.content = f"{message.content} {ONE_MOMENT}".strip()
+                reply.speaker.say(ONE_MOMENT, message)
+
             for call in calls:
                 started = time.monotonic()
-                result = await self.toolbox.run(call)
+                result = await self.toolbox.run(call, one_moment, budget)
                 latency.add_tool_run(started, time.monotonic())
                 self._event("tool", name=call.name, arguments=call.arguments, result=result.data)
                 reply.messages.append(Message("tool", json.dumps(result.data), tool_call_id=call.id,

@@ -1,6 +1,13 @@
 """The receptionist's tools: one layer that both brains call (OpenAI by function calling, the
 mock brain directly). A tool returns data for the brain and, for end and transfer, an action
 the conversation engine carries out once the caller has heard the last line.
+
+A result's words have one reader each, so that nothing meant for a brain reaches the caller:
+- `reason` (on a failure): why, worded so the receptionist can say it to the caller as it is;
+- `note`: what the brain should do next; for the brain only, never said;
+- `ask` (on a failure): what the caller must give for the tool to work, one of "name",
+  "phone", "date", "time", "which" (booking) or "message";
+- `retryable`: the same call may work if it is made again.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from services.llm.base import ToolCall, ToolSpec
-from services.privacy import mask_phone
+from services.privacy import describe_error, mask_phone
 from services.receptionist import booking
 from services.receptionist.profile import BusinessProfile
 
@@ -35,6 +42,11 @@ class CallAction:
 class ToolResult:
     data: dict[str, Any]
     action: CallAction | None = None
+
+
+# A tool that broke (a bug, a database outage): the caller hears an apology, not the fault.
+BROKEN = {"ok": False, "retryable": True, "reason": "something went wrong on my side",
+          "note": "The tool failed. Apologise, and offer to take a message for the team instead."}
 
 
 @dataclass(slots=True)
@@ -86,7 +98,8 @@ async def transfer_to_human(ctx: CallContext, args: dict[str, Any]) -> ToolResul
 async def take_message(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
     message = str(args.get("message", "")).strip()
     if not message:
-        return ToolResult({"ok": False, "reason": "the message is empty; ask what to pass on"})
+        return ToolResult({"ok": False, "reason": "the message was empty", "ask": "message",
+                           "note": "Ask what the caller would like to pass on."})
     entry = {"name": str(args.get("name", "")), "phone": str(args.get("phone") or ctx.caller_phone),
              "message": message, "urgency": str(args.get("urgency") or "normal")}
     ctx.messages.append(entry)
@@ -109,7 +122,7 @@ async def _text_owner(ctx: CallContext, message_id: int, owner: str, entry: dict
     try:
         await ctx.storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
     except Exception as exc:
-        log.error("could not record the SMS status of message %s: %s", message_id, exc)
+        log.error("could not record the SMS status of message %s: %s", message_id, describe_error(exc))
 
 
 _STRING = {"type": "string"}
@@ -167,6 +180,25 @@ HANDLERS: dict[str, Handler] = {
 NEEDS_STORAGE = {"check_availability", "book_appointment", "find_bookings", "reschedule_appointment",
                  "cancel_appointment"}
 READ_ONLY = {"check_availability", "find_bookings"}  # asked again = answered afresh
+TIMED = NEEDS_STORAGE | {"take_message"}  # they wait on the database: they get a time budget
+TOOL_TIMEOUT_S = 4.0      # settings TOOL_TIMEOUT_S: then an honest failure, never a silent caller
+TOOL_ONE_MOMENT_S = 1.5   # settings TOOL_ONE_MOMENT_S: then the caller hears "One moment, please."
+
+
+@dataclass(frozen=True, slots=True)
+class ToolBudget:
+    """How long a tool on the database may keep the caller waiting, and when they hear why."""
+    timeout_s: float = TOOL_TIMEOUT_S
+    one_moment_s: float = TOOL_ONE_MOMENT_S
+
+
+def not_answering(name: str, side_effect: bool) -> dict[str, Any]:
+    """The result of a tool the database did not answer in time: said honestly, never guessed."""
+    system = "the message system" if name == "take_message" else "the booking system"
+    note = "Say so, and offer to try again in a moment or to take a message."
+    if side_effect:
+        note = ("It may still go through: do not say it is done, nor that it failed. " + note)
+    return {"ok": False, "retryable": True, "reason": f"{system} is not answering right now", "note": note}
 
 
 class Toolbox:
@@ -185,28 +217,60 @@ class Toolbox:
     def specs(self) -> list[ToolSpec]:
         return list(self._specs.values())
 
-    async def run(self, call: ToolCall) -> ToolResult:
+    async def run(self, call: ToolCall, on_hold: Callable[[], None] | None = None,
+                  budget: ToolBudget | None = None) -> ToolResult:
+        """Run one tool call. A tool on the database answers within `budget`: `on_hold` is called
+        (the caller hears "One moment, please.") once it has taken `one_moment_s`, and at
+        `timeout_s` the result is an honest failure while a side effect goes on by itself."""
         handler = HANDLERS.get(call.name) if call.name in self._specs else None
         if handler is None:
             return ToolResult({"ok": False, "reason": f"there is no tool called {call.name}"})
         if call.name in READ_ONLY:
-            return await self._guarded(call, handler)
+            work = asyncio.ensure_future(self._guarded(call, handler))
+            try:
+                return await self._within(call, work, budget or ToolBudget(), on_hold)
+            finally:
+                work.cancel()  # too late, or the reply was cancelled: asked again = answered afresh
         key = (call.name, repr(sorted(call.arguments.items())))
         running = self._done.get(key)
         if running is None:
             # Shielded: a barge-in cancels the reply, not a booking half-way into the database;
-            # the brain's repeat of the same call then gets this same result.
+            # the brain's repeat of the same call then gets this same result (or waits for it).
             running = asyncio.ensure_future(self._guarded(call, handler))
             self._done[key] = running
-        result = await asyncio.shield(running)
-        if not result.data.get("ok", True) and result.data.get("retryable"):
+            running.add_done_callback(lambda done: self._forget_retryable(key, done))
+        return await self._within(call, running, budget or ToolBudget(), on_hold)
+
+    async def _within(self, call: ToolCall, work: asyncio.Future[ToolResult], budget: ToolBudget,
+                      on_hold: Callable[[], None] | None) -> ToolResult:
+        """`work`'s result, or, past the budget, the honest failure. Never cancels `work`."""
+        if call.name not in TIMED or self.ctx.storage is None or budget.timeout_s <= 0:
+            return await asyncio.shield(work)
+        hold_at = budget.one_moment_s if 0 < budget.one_moment_s < budget.timeout_s else budget.timeout_s
+        done, _ = await asyncio.wait({work}, timeout=hold_at)
+        if not done and hold_at < budget.timeout_s:
+            if on_hold is not None:
+                on_hold()
+            done, _ = await asyncio.wait({work}, timeout=budget.timeout_s - hold_at)
+        if done:
+            return work.result()
+        log.warning("tool %s on %s: no answer within %.1f s; the caller is told", call.name,
+                    self.ctx.call_sid, budget.timeout_s)
+        return ToolResult(not_answering(call.name, side_effect=call.name not in READ_ONLY))
+
+    def _forget_retryable(self, key: tuple[str, str], done: asyncio.Future[ToolResult]) -> None:
+        """A failure that may pass is not kept: the brain's next try runs the tool afresh."""
+        if done.cancelled() or self._done.get(key) is not done:
+            return
+        data = done.result().data
+        if not data.get("ok", True) and data.get("retryable"):
             self._done.pop(key, None)
-        return result
 
     async def _guarded(self, call: ToolCall, handler: Handler) -> ToolResult:
         try:
             return await handler(self.ctx, call.arguments)
-        except Exception:  # a tool bug or a database outage must not end the call
-            log.exception("tool %s failed on %s", call.name, self.ctx.call_sid)
-            return ToolResult({"ok": False, "retryable": True,
-                               "reason": "that did not work; apologise and offer a message"})
+        except Exception as exc:  # a tool bug or a database outage must not end the call
+            # The error's message may quote the caller's words (the arguments): DEBUG only.
+            log.error("tool %s failed on %s: %s", call.name, self.ctx.call_sid, describe_error(exc))
+            log.debug("tool %s failed on %s", call.name, self.ctx.call_sid, exc_info=True)
+            return ToolResult(dict(BROKEN))

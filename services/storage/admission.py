@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import or_, select, update
 
@@ -27,6 +28,20 @@ log = logging.getLogger("zylin.storage.admission")
 
 POLL_S = 0.05
 RECEIPT_TIMEOUT_S = 1.0   # a database that hangs costs a callback this much, then it is answered anyway
+T = TypeVar("T")
+
+
+async def within(work: Awaitable[T], timeout_s: float) -> T:
+    """`work`'s result within `timeout_s`, else TimeoutError at once. Unlike asyncio.timeout, the
+    cancelled attempt is not awaited: its clean-up can itself wait on a locked database (SQLite's
+    busy timeout is 30 s), and a caller must not wait on that."""
+    attempt = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({attempt}, timeout=timeout_s)
+    if not done:
+        attempt.cancel()
+        attempt.add_done_callback(lambda task: task.cancelled() or task.exception())
+        raise TimeoutError
+    return attempt.result()
 
 
 class Admission:
@@ -75,8 +90,7 @@ class Admission:
         the first one got (waiting up to `wait_s` for it). If the database cannot say, the
         callback is answered as new: a caller is never left without TwiML."""
         try:
-            async with asyncio.timeout(RECEIPT_TIMEOUT_S):
-                first = await self.take_receipt(key, call_sid)
+            first = await within(self.take_receipt(key, call_sid), RECEIPT_TIMEOUT_S)
         except Exception as exc:
             log.warning("could not check whether %s was delivered before (%s); answering it", key,
                         type(exc).__name__)
@@ -90,8 +104,7 @@ class Admission:
             return await answer()
         twiml = await answer()
         try:
-            async with asyncio.timeout(RECEIPT_TIMEOUT_S):
-                await self.record_answer(key, twiml)
+            await within(self.record_answer(key, twiml), RECEIPT_TIMEOUT_S)
         except Exception as exc:
             log.warning("could not record the answer to %s (%s)", key, type(exc).__name__)
         return twiml
@@ -126,7 +139,7 @@ class Admission:
         cannot say, or a holder that does not finish in `wait_s`, lets the turn run anyway)."""
         owner = uuid.uuid4().hex
         try:
-            held = await asyncio.wait_for(self.lease_turn(call_sid, owner, hold_s, wait_s), wait_s + 1.0)
+            held = await within(self.lease_turn(call_sid, owner, hold_s, wait_s), wait_s + 1.0)
         except Exception as exc:
             log.warning("could not take the turn of %s (%s); running it anyway", call_sid, type(exc).__name__)
             held = False
@@ -137,8 +150,7 @@ class Admission:
         finally:
             if held:
                 try:
-                    async with asyncio.timeout(RECEIPT_TIMEOUT_S):
-                        await self.release_turn(call_sid, owner)
+                    await within(self.release_turn(call_sid, owner), RECEIPT_TIMEOUT_S)
                 except Exception as exc:  # the lease runs out by itself
                     log.warning("could not release the turn of %s (%s)", call_sid, type(exc).__name__)
 

@@ -1,7 +1,8 @@
 """DatabaseRecorder: the call's record written to the database as the call goes.
 
-Each method converts the call's monotonic instants to UTC and queues one write; the writer
-task applies it. Nothing here waits on the database.
+Each method converts the call's monotonic instants to UTC and queues one write, as plain data;
+the writer task applies it, or keeps it on disk while the database is away. Nothing here waits
+on the database.
 """
 
 from __future__ import annotations
@@ -54,31 +55,27 @@ class DatabaseRecorder(LogRecorder):
 
     def stream_started(self, call: CallInfo) -> None:
         super().stream_started(call)
-        at = wall_clock(call.started_at)
-        self.storage.writer.submit(f"call {call.call_sid} stream started", lambda: self.storage.calls.stream_started(
-            call.call_sid, stream_sid=call.stream_sid, caller=call.caller, called=call.called, at=at))
+        self.storage.queue("stream_started", f"call {call.call_sid} stream started", call_sid=call.call_sid,
+                           stream_sid=call.stream_sid, caller=call.caller, called=call.called,
+                           at=wall_clock(call.started_at))
 
     def turn(self, call: CallInfo, turn: TurnRecord) -> None:
         super().turn(call, turn)
-        row = turn_row(turn)
-        self.storage.writer.submit(f"turn {call.call_sid} #{turn.index}", lambda: self.storage.calls.add_turn(
-            call.call_sid, row, stream_sid=call.stream_sid))
+        self.storage.queue("add_turn", f"turn {call.call_sid} #{turn.index}", call_sid=call.call_sid,
+                           turn=turn_row(turn), stream_sid=call.stream_sid)
 
     def event(self, call: CallInfo, event: CallEvent) -> None:
         super().event(call, event)
-        detail, at = plain(event.detail), wall_clock(event.at)
-        self.storage.writer.submit(f"event {call.call_sid} {event.kind}", lambda: self.storage.calls.add_event(
-            call.call_sid, event.kind, detail, at))
+        self.storage.queue("add_event", f"event {call.call_sid} {event.kind}", call_sid=call.call_sid,
+                           kind=event.kind, detail=plain(event.detail), at=wall_clock(event.at))
 
     def ended(self, call: CallInfo, reason: str, turns: list[TurnRecord], history: list[Message]) -> None:
         super().ended(call, reason, turns, history)
-        at, greeting_ms = datetime.now(UTC), call.greeting_ms
-        self.storage.writer.submit(
-            f"end of call {call.call_sid}",
-            lambda: self.storage.calls.end_call(call.call_sid, reason=reason, at=at, greeting_ms=greeting_ms,
-                                                stream_sid=call.stream_sid, caller=call.caller,
-                                                called=call.called),
-            done=lambda stored: self._end_stored(call.call_sid, call.stream_sid))
+        self.storage.queue(
+            "end_call", f"end of call {call.call_sid}",
+            done=lambda stored: self._end_stored(call.call_sid, call.stream_sid),
+            call_sid=call.call_sid, reason=reason, at=datetime.now(UTC), greeting_ms=call.greeting_ms,
+            stream_sid=call.stream_sid, caller=call.caller, called=call.called)
 
     def _end_stored(self, call_sid: str, stream_sid: str) -> None:
         for key in (call_sid, f"{call_sid}/{stream_sid}"):
