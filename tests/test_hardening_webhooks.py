@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from services.simulator.server import serve_app
 from services.telephony.recordings import credentials_allowed
+from services.telephony.rest import TWILIO_API
 from tests.conftest import AUTH_TOKEN, running_zylin
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_legacy_calls import wav_bytes
@@ -91,11 +92,13 @@ class Collector:
 
 
 def test_credentials_go_only_to_twilio_api_hosts_over_https_and_the_configured_base():
-    assert credentials_allowed("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.wav")
+    # Only strings are checked here: nothing is fetched, and the host is the SDK's own constant.
+    twilio = urlsplit(TWILIO_API).netloc
+    assert credentials_allowed(f"{TWILIO_API}/2010-04-01/Accounts/AC1/Recordings/RE1.wav")
     assert credentials_allowed("https://api.dublin.ie1.twilio.com/2010-04-01/x.wav")
     assert credentials_allowed("http://127.0.0.1:9/x.wav", "http://127.0.0.1:9")
-    for url in ("http://api.twilio.com/x.wav", "https://api.twilio.com.evil.example/x.wav",
-                "https://evil.example/api.twilio.com/x.wav", "https://twilio.com.evil.example/x",
+    for url in (f"http://{twilio}/x.wav", f"https://{twilio}.evil.example/x.wav",
+                f"https://evil.example/{twilio}/x.wav", "https://twilio.com.evil.example/x",
                 "https://user@evil.example/x", "http://127.0.0.1:10/x.wav"):
         assert not credentials_allowed(url, "http://127.0.0.1:9"), url
 
