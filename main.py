@@ -15,6 +15,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
@@ -106,9 +107,10 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
     return app
 
 
-MOCK_HINTS = {"asr": "set DEEPGRAM_API_KEY to understand callers",
-              "llm": "set OPENAI_API_KEY for the OpenAI brain",
-              "tts": "set DEEPGRAM_API_KEY or OPENAI_API_KEY for a real voice"}
+MOCK_HINTS: dict[Literal["asr", "llm", "tts"], str] = {
+    "asr": "set DEEPGRAM_API_KEY to understand callers",
+    "llm": "set OPENAI_API_KEY for the OpenAI brain",
+    "tts": "set DEEPGRAM_API_KEY or OPENAI_API_KEY for a real voice"}
 
 
 def startup_banner(settings: Settings, profile: BusinessProfile, port: int | None = None) -> list[str]:

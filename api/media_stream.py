@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from typing import TypeGuard
 
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.orchestrator.session import CallSession
@@ -17,7 +19,15 @@ from services.runtime import Runtime
 from services.server import abort_of
 from services.settings import Settings
 from services.telephony.media_streams import (
-    Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, StreamSender, parse_event,
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    ProtocolError,
+    Start,
+    Stop,
+    StreamSender,
+    parse_event,
 )
 
 log = logging.getLogger("zylin.api.media")
@@ -38,7 +48,7 @@ class Drops:
             log.warning("dropped a frame (%s): %s", kind, detail)
 
 
-def _ours(session: CallSession | None, stream_sid: str, drops: Drops) -> bool:
+def _ours(session: CallSession | None, stream_sid: str, drops: Drops) -> TypeGuard[CallSession]:
     """Whether an event names this connection's stream; one for another is dropped."""
     if session is None:
         return False
@@ -54,7 +64,7 @@ def _sender(websocket: WebSocket, stream_sid: str, settings: Settings) -> Stream
                         timeout_s=settings.send_timeout_s, abort=abort_of(websocket.scope))
 
 
-async def _receive_before_start(websocket: WebSocket, deadline: float) -> dict | None:
+async def _receive_before_start(websocket: WebSocket, deadline: float) -> Message | None:
     """The next message, or None once the `start` event's deadline has passed."""
     try:
         async with asyncio.timeout_at(deadline):
@@ -100,10 +110,12 @@ async def media_stream(websocket: WebSocket) -> None:
         while True:
             if session is not None:
                 message = await websocket.receive()
-            elif (message := await _receive_before_start(websocket, start_deadline)) is None:
+            elif (before_start := await _receive_before_start(websocket, start_deadline)) is None:
                 log.warning("media stream: no start event within %s s; closing", settings.start_timeout_s)
                 await _close_bounded(websocket, POLICY_VIOLATION, "no start event", settings.send_timeout_s)
                 return
+            else:
+                message = before_start
             if message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from api.twilio_voice import signed_form, xml
 from services.legacy.conversation import LegacyReceptionist
 
+
 async def voice_legacy(request: Request) -> Response:
     form = await signed_form(request)
     if isinstance(form, Response):

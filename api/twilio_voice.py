@@ -11,7 +11,11 @@ from starlette.responses import PlainTextResponse, Response
 from services.privacy import mask_phone
 from services.runtime import Runtime
 from services.telephony.webhook import (
-    DIAL_FAILED, StreamClaim, connect_stream_twiml, hangup_twiml, stream_parameters,
+    DIAL_FAILED,
+    StreamClaim,
+    connect_stream_twiml,
+    hangup_twiml,
+    stream_parameters,
 )
 
 log = logging.getLogger("zylin.api.voice")

@@ -24,14 +24,19 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import numpy as np  # noqa: E402
-import soxr  # noqa: E402
+import numpy as np
+import soxr
 
-from bench.common import machine_line, table, write_json  # noqa: E402
-from services.audio.codec import (  # noqa: E402
-    FRAME_BYTES, OutboundEncoder, Resampler, pcm_to_ulaw, rms, ulaw_to_pcm,
+from bench.common import machine_line, table, write_json
+from services.audio.codec import (
+    FRAME_BYTES,
+    OutboundEncoder,
+    Resampler,
+    pcm_to_ulaw,
+    rms,
+    ulaw_to_pcm,
 )
-from services.telephony.media_streams import inbound_media, media_message, parse_event  # noqa: E402
+from services.telephony.media_streams import inbound_media, media_message, parse_event
 
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 TTS_RATE = 24000

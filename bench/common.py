@@ -39,7 +39,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg": _loadavg(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -100,7 +100,7 @@ class Histogram:
         self.max_ms = 0.0
         self.sum_ms = 0.0
 
-    def merge(self, other: "Histogram") -> None:
+    def merge(self, other: Histogram) -> None:
         for i, c in enumerate(other.counts):
             self.counts[i] += c
         self.n += other.n
@@ -129,7 +129,7 @@ class Histogram:
                 "max_ms": self.max_ms, "sum_ms": self.sum_ms}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Histogram":
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
         h = cls(limit_ms=(data["size"] - 1) * data["bin_ms"], bin_ms=data["bin_ms"])
         for i, c in data["bins"].items():
             h.counts[int(i)] = c
@@ -156,11 +156,11 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], di
     rows = list(rows)
     cells = [[fmt(row.get(key), digits) for key, _ in columns] for row in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h) in enumerate(columns)]
-    line = "| " + " | ".join(h.ljust(w) for (_, h), w in zip(columns, widths)) + " |"
+    line = "| " + " | ".join(h.ljust(w) for (_, h), w in zip(columns, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     out = [line, rule]
     for c in cells:
-        out.append("| " + " | ".join(v.rjust(w) for v, w in zip(c, widths)) + " |")
+        out.append("| " + " | ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)) + " |")
     return "\n".join(out)
 
 

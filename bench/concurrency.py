@@ -28,9 +28,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import bench_settings, machine_line, percentile, table, write_json  # noqa: E402
-from bench.loadgen import run_load  # noqa: E402
-from bench.server import ServerGroup, ServerProcess  # noqa: E402
+from bench.common import bench_settings, machine_line, percentile, table, write_json
+from bench.loadgen import run_load
+from bench.server import ServerGroup, ServerProcess
 
 LAG_LIMIT_MS = 20.0
 

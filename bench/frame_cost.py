@@ -18,13 +18,14 @@ import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import AUTH_TOKEN, bench_settings, machine_line, make_settings, write_json  # noqa: E402
+from bench.common import AUTH_TOKEN, bench_settings, machine_line, make_settings, write_json
 
 SILENCE = b"\xff" * 160
 
@@ -63,7 +64,9 @@ async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
             feed = iter(messages)
             clock: dict[str, float] = {}
 
-            async def receive() -> dict[str, Any]:
+            # this call's feed and clock, bound now (app() below is done with them within the iteration)
+            async def receive(feed: Iterator[dict[str, Any]] = feed,
+                              clock: dict[str, float] = clock) -> dict[str, Any]:
                 message = next(feed, None)
                 if message is None:
                     return {"type": "websocket.disconnect", "code": 1000}

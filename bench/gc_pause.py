@@ -21,9 +21,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import bench_settings, machine_line, table, write_json  # noqa: E402
-from bench.loadgen import LoadGenerator, warm_up_call  # noqa: E402
-from bench.server import ServerProcess  # noqa: E402
+from bench.common import bench_settings, machine_line, table, write_json
+from bench.loadgen import LoadGenerator, warm_up_call
+from bench.server import ServerProcess
 
 
 async def run(calls: int, hold_s: float = 8.0, repeat: int = 3) -> list[dict[str, Any]]:
@@ -47,7 +47,8 @@ def render(rows: list[dict[str, Any]], calls: int) -> str:
     return "\n".join([f"full garbage collection, worst of 3 ({machine_line()})", "", table(rows, [
         ("gc_freeze", "gc.freeze() after start-up"), ("frozen_objects", "frozen objects"),
         ("tracked_idle", "tracked objects, idle"), ("full_gc_idle_ms", "full gc idle ms"),
-        ("tracked_busy", f"tracked objects, {calls} calls up"), ("full_gc_busy_ms", f"full gc, {calls} calls up, ms")])])
+        ("tracked_busy", f"tracked objects, {calls} calls up"),
+        ("full_gc_busy_ms", f"full gc, {calls} calls up, ms")])])
 
 
 def main(argv: list[str] | None = None) -> int:

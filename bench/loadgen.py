@@ -100,7 +100,7 @@ class CallStats:
 class Call(asyncio.Protocol):
     """One Twilio Media Stream plus the person on the phone, driven by the shared ticker."""
 
-    def __init__(self, gen: "LoadGenerator", index: int) -> None:
+    def __init__(self, gen: LoadGenerator, index: int) -> None:
         self.gen = gen
         self.index = index
         self.stats = CallStats()
@@ -446,7 +446,7 @@ class LoadGenerator:
         self._validator: Any = None
         self._count = 0
 
-    async def __aenter__(self) -> "LoadGenerator":
+    async def __aenter__(self) -> LoadGenerator:
         import httpx
         from twilio.request_validator import RequestValidator
         self._http = httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=20))
@@ -513,7 +513,7 @@ class LoadGenerator:
                 break
             try:
                 await asyncio.wait_for(call.closed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def reset_window(self) -> float:
@@ -562,7 +562,7 @@ async def warm_up_call(server: Any, speed: float = 1.0) -> dict[str, Any]:
             if not call.stats.error:
                 try:
                     await asyncio.wait_for(call.closed.wait(), 30.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     call.hang_up()
             if i == 0:
                 st = call.stats

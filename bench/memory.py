@@ -24,11 +24,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import bench_settings, machine_line, rss_mb, table, write_json  # noqa: E402
-from bench.loadgen import LoadGenerator, warm_up_call  # noqa: E402
-from bench.server import ServerProcess  # noqa: E402
+from bench.common import bench_settings, machine_line, rss_mb, table, write_json
+from bench.loadgen import LoadGenerator, warm_up_call
+from bench.server import ServerProcess
 
-PER_CALL_TYPES = ("CallSession", "Reply", "Speaker", "Synthesis", "MockRecognizer", "MockBrain",
+PER_CALL_TYPES = ("CallSession", "Reply", "Speaker", "Synthesis", "MockRecognizer", "OfflineBrain",
                   "OutboundEncoder", "Resampler", "StreamSender")
 
 
@@ -122,11 +122,11 @@ async def sequential(total: int, parallel: int, speed: float, checkpoints: int, 
                 if done >= total:
                     break
                 batch = min(per_checkpoint, total - done)
-                queue = asyncio.Queue()
+                queue: asyncio.Queue[None] = asyncio.Queue()
                 for _ in range(batch):
                     queue.put_nowait(None)
 
-                async def dial() -> None:
+                async def dial(queue: asyncio.Queue[None]) -> None:
                     nonlocal failed
                     while not queue.empty():
                         queue.get_nowait()
@@ -136,10 +136,10 @@ async def sequential(total: int, parallel: int, speed: float, checkpoints: int, 
                             continue
                         try:
                             await asyncio.wait_for(call.closed.wait(), 60.0)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             call.hang_up()
 
-                await asyncio.gather(*(dial() for _ in range(parallel)))
+                await asyncio.gather(*(dial(queue) for _ in range(parallel)))
                 gen.calls.clear()  # the generator keeps no per-call state between checkpoints
                 done += batch
     # the first fifth of the calls warm the process up (allocator arenas, caches filling to their
@@ -189,10 +189,11 @@ def render(results: dict[str, Any]) -> str:
            table(results["hold"], HOLD_COLUMNS, digits=2)]
     seq = results["sequential"]
     if seq:
+        slope = seq["slope_kb_per_call"]
         out += ["", "sequential calls: memory with no call up, after gc", "", table(seq["rows"], SEQ_COLUMNS, digits=2),
                 "", f"growth from {seq['compared_from_calls']} to {seq['rows'][-1]['calls']} calls: "
                 f"{seq['growth_mb']:+.2f} MB RSS ({seq['growth_kb_per_call']:+.2f} KB/call end to end, "
-                f"{seq['slope_kb_per_call'] if seq['slope_kb_per_call'] is None else round(seq['slope_kb_per_call'], 2)} "
+                f"{slope if slope is None else round(slope, 2)} "
                 f"KB/call fitted), "
                 f"{seq['objects_growth']:+,} live objects; per-call objects alive at the end: "
                 f"{seq['per_call_alive_at_end']}; failed calls: {seq['failed']}"]

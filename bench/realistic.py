@@ -24,9 +24,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import bench_settings, machine_line, percentile, table, write_json  # noqa: E402
-from bench.loadgen import run_load  # noqa: E402
-from bench.server import ServerProcess  # noqa: E402
+from bench.common import bench_settings, machine_line, percentile, table, write_json
+from bench.loadgen import run_load
+from bench.server import ServerProcess
 
 PUBLIC_FIGURES = {"vad_end_silence_ms": 300, "mock_asr_endpointing_ms": 300, "mock_asr_delay_ms": 0.0,
                   "mock_llm_delay_ms": 375.0, "mock_tts_delay_ms": 100.0}
@@ -70,7 +70,8 @@ async def run(calls: int, window_s: float, lines: int, warm_s: float, server: An
 def render(results: dict[str, Any]) -> str:
     return "\n".join([
         f"realistic provider delays (endpointing 300 ms, LLM first token 375 ms, TTS first byte 100 ms), "
-        f"{results['calls']} calls at {'real time' if results.get('speed', 1.0) == 1.0 else str(results['speed']) + 'x real time'}, "
+        f"{results['calls']} calls at "
+        f"{'real time' if results.get('speed', 1.0) == 1.0 else str(results['speed']) + 'x real time'}, "
         f"{results['turns']} turns, ms ({machine_line()})", "",
         table(results["rows"], [("part", "part of the turn"), ("n", "turns"), ("p50", "p50"), ("p95", "p95"),
                                 ("max", "max")]), "",

@@ -52,11 +52,11 @@ from urllib.parse import parse_qs
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import Histogram, cpu_seconds, make_settings, rss_mb  # noqa: E402
+from bench.common import Histogram, cpu_seconds, make_settings, rss_mb
 
 MEDIA_PREFIX = '{"event":"media"'
 TRACKED_TYPES = ("CallSession", "Reply", "Speaker", "Synthesis", "SpokenSentence", "MockRecognizer",
-                 "MockBrain", "OutboundEncoder", "Resampler", "StreamSender", "TurnRecord", "WebSocket",
+                 "OfflineBrain", "OutboundEncoder", "Resampler", "StreamSender", "TurnRecord", "WebSocket",
                  "WebSocketsSansIOProtocol", "Task", "Future")
 
 
@@ -324,7 +324,7 @@ def build_app(settings_values: dict[str, Any], recorder: str = "default"):
         # experiment: the mock brain hands over its words without a loop turn between them
         import types
 
-        import services.llm.mock as mock_brain
+        import services.receptionist.offline.brain as mock_brain
 
         async def sleep(delay: float, *args: Any) -> None:
             if delay:
@@ -463,7 +463,7 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.reuse_port or self.port}"
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self._log = open(self.log_path, "w")
@@ -495,11 +495,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()  # the READY pipe: left open, it is a ResourceWarning at exit
         if getattr(self, "_log", None):
             self._log.close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -548,7 +550,7 @@ class ServerGroup:
     def pids(self) -> list[int]:
         return [m.pid for m in self.members]
 
-    def __enter__(self) -> "ServerGroup":
+    def __enter__(self) -> ServerGroup:
         try:
             for member in self.members:  # one after the other: each migrates the database on start
                 member.start()

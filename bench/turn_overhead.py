@@ -28,9 +28,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.common import bench_settings, machine_line, percentile, summary, table, write_json  # noqa: E402
-from bench.loadgen import run_load  # noqa: E402
-from bench.server import ServerProcess  # noqa: E402
+from bench.common import bench_settings, machine_line, percentile, summary, table, write_json
+from bench.loadgen import run_load
+from bench.server import ServerProcess
 
 TARGET_OVERHEAD_P99_MS = 10.0
 TARGET_GREETING_P99_MS = 30.0
@@ -54,7 +54,8 @@ def row_of(r: dict[str, Any]) -> dict[str, Any]:
         "greetings": greet["n"], "greeting_p50": greet["p50"], "greeting_p99": greet["p99"],
         "greeting_max": greet["max"], "greeting_client_p99": greet_client["p99"],
         "lag_p99": s["lag"]["p99"], "cpu": s["cpu_pct"], "other_cpu": r["other_cpu_pct"],
-        "steal": r.get("steal_pct"), "cold_greeting": r["cold_call"]["greeting_ms"], "cold_greeting_heard": r["cold_call"]["greeting_heard_ms"],
+        "steal": r.get("steal_pct"), "cold_greeting": r["cold_call"]["greeting_ms"],
+        "cold_greeting_heard": r["cold_call"]["greeting_heard_ms"],
     }
 
 

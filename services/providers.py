@@ -1,12 +1,21 @@
-"""Chooses and builds the providers the settings select; one place that knows them all."""
+"""Chooses and builds the providers the settings select; one place that knows them all.
+
+Providers take plain arguments, never Settings or the BusinessProfile: this module maps the
+settings, and what the recognizer needs of the profile (its keyterms), to those arguments. The
+`*_arguments` functions are that mapping for the real providers, shared with the tests that build
+one with their own retry timings.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from services.asr.base import SpeechRecognizer
 from services.llm.base import Brain
+from services.receptionist import lines
+from services.receptionist.persona import keyterms
 from services.receptionist.profile import BusinessProfile
 from services.settings import ConfigError, Settings
 from services.tts.base import SpeechSynthesizer
@@ -22,23 +31,39 @@ def build_recognizer(settings: Settings, profile: BusinessProfile,
     name = settings.provider("asr")
     if name == "deepgram":
         from services.asr.deepgram import DeepgramRecognizer
-        return DeepgramRecognizer(settings, profile, call_sid=call_params.get("callSid", ""))
+        return DeepgramRecognizer(**deepgram_arguments(settings, profile), call_sid=call_params.get("callSid", ""))
     from services.asr.mock import MockRecognizer, script_for_call
     return MockRecognizer(
         script=script_for_call(call_params, settings.mock_script_lines),
         endpointing_ms=settings.mock_asr_endpointing_ms,
         delay_ms=settings.mock_asr_delay_ms,
         threshold_rms=settings.vad_threshold_rms,
+        demo_notice=lines.DEMO_NOTICE, demo_reminder=lines.DEMO_REMINDER,
     )
 
 
+def deepgram_arguments(settings: Settings, profile: BusinessProfile) -> dict[str, Any]:
+    """DeepgramRecognizer's arguments: the DEEPGRAM_* settings and the profile's keyterms."""
+    return dict(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
+                model=settings.deepgram_model, endpointing_ms=settings.deepgram_endpointing_ms,
+                utterance_end_ms=settings.deepgram_utterance_end_ms, keyterms=keyterms(profile))
+
+
 def build_brain(settings: Settings, profile: BusinessProfile) -> Brain:
-    """One brain per call (it may hold an HTTP client)."""
+    """One brain per call (it may hold an HTTP client). Without OpenAI (LLM_PROVIDER=mock, or no
+    key) the offline receptionist answers from the profile."""
     if settings.provider("llm") == "openai":
         from services.llm.openai_brain import OpenAIBrain
-        return OpenAIBrain(settings, profile)
-    from services.llm.mock import MockBrain
-    return MockBrain(profile, delay_ms=settings.mock_llm_delay_ms)
+        return OpenAIBrain(**openai_brain_arguments(settings))
+    from services.receptionist.offline.brain import OfflineBrain
+    return OfflineBrain(profile, delay_ms=settings.mock_llm_delay_ms)
+
+
+def openai_brain_arguments(settings: Settings) -> dict[str, Any]:
+    """OpenAIBrain's arguments: the OPENAI_* and LLM_* settings."""
+    return dict(api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.openai_model,
+                api=settings.openai_api, effort=settings.openai_reasoning_effort,
+                first_token_timeout_s=settings.llm_first_token_timeout_s, timeout_s=settings.llm_timeout_s)
 
 
 def build_synthesizer(settings: Settings) -> SpeechSynthesizer:
@@ -58,8 +83,7 @@ def fallback_tts_provider(settings: Settings) -> str | None:
         if main == "mock":
             return None  # the mock does not fail
         keyed = [name for name, key in FALLBACK_KEYS.items() if getattr(settings, key.lower())]
-        chosen = next((name for name in keyed if name != main), "")
-        return chosen or None
+        return next((name for name in keyed if name != main), None)
     if chosen == main:
         log.warning("TTS_FALLBACK_PROVIDER=%s is the main voice itself: no fallback voice", chosen)
         return None

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from services.orchestrator.greeting import GreetingCache, render
 from services.orchestrator.record import CallInfo, CallRecorder
 from services.orchestrator.session import CallSession
-from services.orchestrator.speaker import APOLOGY_LINE, SpeechFallback, describe, voice_name
+from services.orchestrator.speaker import SpeechFallback, describe, voice_name
 from services.providers import build_brain, build_recognizer
+from services.receptionist.lines import APOLOGY_LINE
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tools import CallContext, Toolbox
 from services.settings import Settings

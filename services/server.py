@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ class ServerConfig(uvicorn.Config):
 
     def __init__(self, app: Any, *, limits: Limits, **options: Any) -> None:
         super().__init__(app, http=LimitedHttpProtocol, ws=AbortableWebSocketProtocol,
+                         # uvicorn annotates an int but takes any number of seconds (asyncio's call_later)
                          timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]
                          limit_concurrency=limits.max_connections, **options)
         self.limits = limits
@@ -90,6 +91,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.limits: Limits = config.limits
         self._deadline: asyncio.TimerHandle | None = None
 
+    # uvicorn narrows asyncio's BaseTransport to Transport here, and ignores the override the same way
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(self.limits.header_timeout_s, "request head")
@@ -157,7 +159,7 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.abort()
 
 
-def abort_of(scope: dict[str, Any]) -> Callable[[], None] | None:
+def abort_of(scope: Mapping[str, Any]) -> Callable[[], None] | None:
     """The connection's abort, when the server offers one."""
     extension = scope.get("extensions", {}).get(ABORT_EXTENSION)
     return extension.get("abort") if isinstance(extension, dict) else None

@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from main import create_app
 from services.orchestrator.record import MemoryRecorder
-from services.storage import Database, Storage
-from services.storage.recorder import DatabaseRecorder
 from services.settings import Settings
 from services.simulator.caller import SimulatedCaller
 from services.simulator.server import serve_app
+from services.storage import Database, Storage
+from services.storage.recorder import DatabaseRecorder
 from services.telephony.rest import Telephony
 
 ROOT = Path(__file__).resolve().parent.parent

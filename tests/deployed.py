@@ -129,7 +129,7 @@ async def deployed_zylin(env: dict[str, str], *, cwd: Path | None = None,
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         reader.cancel()

@@ -7,10 +7,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.receptionist.availability import (
-    candidate_starts, free_slots, local_datetime, nearest_free, refusal, spoken_datetime,
-)
 from services.llm.base import ToolCall
+from services.receptionist.availability import (
+    candidate_starts,
+    free_slots,
+    local_datetime,
+    nearest_free,
+    refusal,
+    spoken_datetime,
+)
 from services.receptionist.profile import load_profile, parse_profile
 from services.receptionist.tools import CallContext, Toolbox
 from services.storage import Storage

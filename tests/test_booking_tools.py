@@ -10,8 +10,8 @@ grid, an hour's notice, 60 days ahead). The call's clock reads Monday 23 Novembe
 from __future__ import annotations
 
 import asyncio
-import copy
 import contextlib
+import copy
 import secrets
 import tomllib
 from collections.abc import AsyncIterator

@@ -41,7 +41,8 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def server_process(database_url: str, log: Path, *, max_call_s: float) -> AsyncIterator[tuple[subprocess.Popen, str]]:
+async def server_process(database_url: str, log: Path, *,
+                         max_call_s: float) -> AsyncIterator[tuple[subprocess.Popen, str]]:
     """`python -c` running uvicorn with create_app, in a process of its own we can kill."""
     port = free_port()
     with log.open("a") as out:

@@ -19,10 +19,10 @@ from twilio.request_validator import RequestValidator
 from services.audio.codec import FRAME_BYTES, rms, ulaw_to_pcm
 from services.simulator.caller import CallerLine
 from services.simulator.server import serve_app
+from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
 from services.telephony.rest import TwilioTelephony
 from services.telephony.webhook import StreamClaim, check_stream_token, stream_parameters
-from services.simulator.voice import speech_ulaw
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, running_zylin
 
 

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from services.orchestrator.record import TurnRecord
-from services.orchestrator.session import ONE_MOMENT
+from services.receptionist.lines import ONE_MOMENT
 from services.receptionist.tools import TOOL_ONE_MOMENT_S, TOOL_TIMEOUT_S
 from services.simulator.caller import CallerLine, CallResult
 from services.storage import CallDetail, Storage

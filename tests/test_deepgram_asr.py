@@ -13,7 +13,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
-from services.asr.deepgram import DeepgramRecognizer, deepgram_environment, keyterms_for
+from services.asr.deepgram import DeepgramRecognizer, deepgram_environment
+from services.providers import deepgram_arguments
 from services.receptionist.profile import parse_profile
 from services.settings import Settings
 from services.simulator.caller import CallerLine
@@ -43,6 +44,11 @@ def settings_for(fake: FakeDeepgram, **overrides) -> Settings:
     return Settings(_env_file=None, deepgram_api_key="test-key", deepgram_base_url=fake.url, **overrides)
 
 
+def recognizer_for(settings: Settings, **options) -> DeepgramRecognizer:
+    """The recognizer services/providers.py builds from these settings and PROFILE."""
+    return DeepgramRecognizer(**deepgram_arguments(settings, PROFILE), **options)
+
+
 @pytest_asyncio.fixture
 async def deepgram():
     async with FakeDeepgram() as fake:
@@ -55,7 +61,7 @@ async def recognizers():
 
     async def make(fake: FakeDeepgram, settings: Settings | None = None, **kwargs) -> DeepgramRecognizer:
         options = {"retry_delays_s": (0.05,), "give_up_after_s": 1.0, "close_timeout_s": 1.0, **kwargs}
-        recognizer = DeepgramRecognizer(settings or settings_for(fake), PROFILE, **options)
+        recognizer = recognizer_for(settings or settings_for(fake), **options)
         made.append(recognizer)
         await recognizer.start()
         return recognizer
@@ -112,12 +118,6 @@ async def test_keyterms_are_only_sent_to_models_that_take_them(deepgram, recogni
     assert "keyterm" not in session.query and session.query["model"] == ["nova-2-phonecall"]
 
 
-def test_keyterms_are_the_business_name_and_its_services_without_repeats():
-    profile = parse_profile({"name": "Cleaning", "services": [
-        {"name": "Cleaning", "duration_min": 30}, {"name": "X-ray", "duration_min": 15}]})
-    assert keyterms_for(profile) == ["Cleaning", "X-ray"]
-
-
 @pytest.mark.parametrize("base_url, http, ws", [
     # No setting: the SDK's own production environment (built, never connected to).
     ("", DeepgramClientEnvironment.PRODUCTION.base, DeepgramClientEnvironment.PRODUCTION.production),
@@ -171,8 +171,7 @@ async def test_a_quiet_stream_is_kept_open_with_keepalives(recognizers):
 async def test_a_stream_without_keepalives_is_closed_by_the_fake_as_by_deepgram():
     async with FakeDeepgram(idle_timeout_s=0.3) as fake:
         settings = settings_for(fake)
-        recognizer = DeepgramRecognizer(settings, PROFILE, keepalive_s=60, retry_delays_s=(0.05,),
-                                        give_up_after_s=1.0)
+        recognizer = recognizer_for(settings, keepalive_s=60, retry_delays_s=(0.05,), give_up_after_s=1.0)
         await recognizer.start()
         session = await fake.wait_session(0)
         await session.wait_closed()
@@ -569,8 +568,7 @@ async def test_the_fake_refuses_an_unsupported_encoding_at_the_upgrade_with_400(
 
 @pytest.mark.asyncio
 async def test_a_query_deepgram_refuses_fails_the_recognizer_at_once_without_retrying(deepgram):
-    recognizer = DeepgramRecognizer(settings_for(deepgram), PROFILE, retry_delays_s=(0.05,),
-                                    give_up_after_s=10.0)
+    recognizer = recognizer_for(settings_for(deepgram), retry_delays_s=(0.05,), give_up_after_s=10.0)
     recognizer.params["encoding"] = "mp3"      # not an encoding Deepgram streams
     await recognizer.start()
     try:

@@ -52,7 +52,7 @@ async def get_all(base_url: str, headers: dict[str, str]) -> list[httpx.Response
 
 
 def assert_refused(responses: list[httpx.Response]) -> None:
-    for path, response in zip(PATHS, responses):
+    for path, response in zip(PATHS, responses, strict=True):
         assert response.status_code == 403, (path, response.status_code)
         said = response.json()["error"] if path.startswith("/api/") else response.text
         assert EXPLANATION in said, said

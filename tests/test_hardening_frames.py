@@ -28,7 +28,8 @@ LINES = [("What are your opening hours?", "open Monday"), ("How much is a cleani
 
 def _media(chunk: str, timestamp: str) -> str:
     """A media frame of silence with its numbers written verbatim, as a broken peer might."""
-    return ('{"event":"media","streamSid":"%s","media":{"track":"inbound","chunk":%s,'
+    # %-formatting: the template is JSON, whose braces str.format would need doubled
+    return ('{"event":"media","streamSid":"%s","media":{"track":"inbound","chunk":%s,'  # noqa: UP031
             '"timestamp":%s,"payload":"%s"}}' % (STREAM_SID, chunk, timestamp, PAYLOAD))
 
 
@@ -144,13 +145,13 @@ async def test_every_malformed_frame_in_one_call_is_counted_and_each_next_line_a
         async with raw_call(zylin, [line for line, _ in lines]) as call:
             await call.next_turn("zylin")
             answers = []
-            for (frame, _), (line, _) in zip(BAD_FRAMES.values(), lines):
+            for (frame, _), (line, _) in zip(BAD_FRAMES.values(), lines, strict=True):
                 await call.ws.send(frame)
                 answers.append(await call.say(line))
         record = await zylin.recorder.wait_ended(CALL_SID)
 
     assert [heard.text for heard, _ in answers] == [line for line, _ in lines]
-    for (_, answer), (_, expected) in zip(answers, lines):
+    for (_, answer), (_, expected) in zip(answers, lines, strict=True):
         assert expected in answer.text
     assert record["ended"] == "stop event"
     kinds = [kind for _, kind in BAD_FRAMES.values()]

@@ -284,7 +284,7 @@ async def test_slow_header_connections_are_dropped_after_the_header_timeout_whil
     async with running_zylin(http_header_timeout_s=header_timeout_s) as zylin:
         stop = asyncio.Event()
         healthy = asyncio.create_task(zylin.caller().call([CallerLine("What are your opening hours?")]))
-        slow, drips = zip(*[await _slowloris(zylin, stop) for _ in range(30)])
+        slow, drips = zip(*[await _slowloris(zylin, stop) for _ in range(30)], strict=True)
         silent = [await _open_socket(zylin) for _ in range(10)]  # connected, never a byte
         try:
             closed = await asyncio.gather(*(_closed_by_server(s, header_timeout_s + SLACK_S)

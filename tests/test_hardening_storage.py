@@ -4,13 +4,12 @@ callbacks that arrive out of order. On SQLite, and on PostgreSQL when TEST_DATAB
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import func, select
 

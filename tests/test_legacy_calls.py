@@ -24,7 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from services.legacy.conversation import DIAL_RESULT_PATH, MESSAGE_OFFER, RECORDING_PATH, REPROMPT, TOO_SLOW
+from services.legacy.conversation import DIAL_RESULT_PATH, RECORDING_PATH
+from services.receptionist.lines import MESSAGE_OFFER, REPROMPT, TOO_SLOW
 from services.simulator.server import serve_app
 from services.telephony.rest import OfflineTelephony
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
@@ -184,7 +185,8 @@ def assert_records_again(answer: Answer) -> None:
 async def test_a_legacy_caller_books_a_cleaning_turn_by_turn_and_the_call_log_shows_it_as_legacy():
     day = open_weekday()
     script = [f"I'd like a cleaning on {said(day)} at 10 am", "My name is Ann Lee", "Yes", "That's all, bye!"]
-    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(script)) as zylin:
+    async with (FakeRecordings().serving() as recordings,
+                running_zylin(**recordings.host, **settings_for(script)) as zylin):
         caller = LegacyCaller(zylin, recordings, "CA" + "b0" * 16)
         greeting = await caller.dial_in()
         asked = await caller.speak()
@@ -268,7 +270,8 @@ async def test_a_legacy_caller_who_asks_for_a_person_or_presses_zero_is_dialled_
 
 
 async def test_a_legacy_caller_who_says_goodbye_is_hung_up_on():
-    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(["That's all, bye!"])) as zylin:
+    async with (FakeRecordings().serving() as recordings,
+                running_zylin(**recordings.host, **settings_for(["That's all, bye!"])) as zylin):
         caller = LegacyCaller(zylin, recordings, "CA" + "d3" * 16)
         await caller.dial_in()
         goodbye = await caller.speak()
@@ -305,7 +308,8 @@ async def test_a_slow_brain_still_gets_an_answer_within_the_budget_and_the_calle
 
 async def test_silence_is_asked_again_twice_then_a_message_is_offered_and_taken():
     message = "Please ask the dentist to call me back about my crown."
-    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for([message])) as zylin:
+    async with (FakeRecordings().serving() as recordings,
+                running_zylin(**recordings.host, **settings_for([message])) as zylin):
         caller = LegacyCaller(zylin, recordings, "CA" + "f5" * 16)
         await caller.dial_in()
         first = await caller.silence()
@@ -329,7 +333,8 @@ async def test_silence_is_asked_again_twice_then_a_message_is_offered_and_taken(
 
 
 async def test_legacy_webhooks_with_a_bad_signature_are_refused():
-    async with FakeRecordings().serving() as recordings, running_zylin(**recordings.host, **settings_for(["Hello"])) as zylin:
+    async with (FakeRecordings().serving() as recordings,
+                running_zylin(**recordings.host, **settings_for(["Hello"])) as zylin):
         caller = LegacyCaller(zylin, recordings, "CA" + "a6" * 16)
         forged = await caller.post(VOICE_PATH, caller.form(), signature="bm90IGEgc2lnbmF0dXJl")
         sid = "RE" + "0" * 32

@@ -2,7 +2,7 @@
 masked numbers; never a phone number in full, a booking code, the caller's name, the message
 they left, or any line said on the call (docs/security.md, "What the logs hold").
 
-A real server, signed webhook, Media Streams, the mock brain and a local fake Twilio REST: the
+A real server, signed webhook, Media Streams, the offline brain and a local fake Twilio REST: the
 caller books an appointment under their name, asks for a person (the transfer fails), leaves a
 message that is texted to the owner, and asks for a person again (this time it goes through).
 """
@@ -14,14 +14,22 @@ import re
 
 import pytest
 
-from services.orchestrator.session import TRANSFER_FAILED_LINE
 from services.privacy import log_safe, mask_code, mask_phone, scrub
+from services.receptionist.lines import TRANSFER_FAILED_LINE
 from services.simulator.caller import CallerLine
 from services.telephony.rest import TwilioTelephony
 from tests.conftest import running_zylin
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_receptionist_calls import (
-    BRISK, CALLER, OWNER_PHONE, OWNER_SMS, SMS_FROM, SPEED, open_weekday, profile_with_an_owner, said,
+    BRISK,
+    CALLER,
+    OWNER_PHONE,
+    OWNER_SMS,
+    SMS_FROM,
+    SPEED,
+    open_weekday,
+    profile_with_an_owner,
+    said,
     zylin_turns,
 )
 

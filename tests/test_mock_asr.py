@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from services.asr.base import SpeechNotUnderstood, SpeechStarted, Transcript, UtteranceEnd
-from services.asr.mock import DEMO_NOTICE, DEMO_REMINDER, MockRecognizer, script_for_call
-from services.orchestrator.session import IDLE_GOODBYE, IDLE_PROMPT
+from services.asr.mock import MockRecognizer, script_for_call
+from services.receptionist.lines import DEMO_NOTICE, DEMO_REMINDER, IDLE_GOODBYE, IDLE_PROMPT
 from services.simulator.caller import CallerLine
 from tests.conftest import running_zylin
 
@@ -27,7 +27,8 @@ LINE = "I'd like to book a cleaning for next Tuesday morning please"
 def recognizer(script: list[str], endpointing_ms: int = 300, delay_ms: float = 0.0,
                utterance_end_ms: int = 1000) -> MockRecognizer:
     return MockRecognizer(script, endpointing_ms=endpointing_ms, delay_ms=delay_ms,
-                          threshold_rms=500, utterance_end_ms=utterance_end_ms)
+                          threshold_rms=500, utterance_end_ms=utterance_end_ms,
+                          demo_notice=DEMO_NOTICE, demo_reminder=DEMO_REMINDER)
 
 
 async def feed(rec: MockRecognizer, *parts: tuple[str, int]) -> None:

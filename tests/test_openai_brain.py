@@ -11,8 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime
-from pathlib import Path
 
 import openai
 import pytest
@@ -20,13 +18,20 @@ import pytest_asyncio
 
 from services.llm import openai_brain
 from services.llm.base import BrainError, Message, TextDelta, ToolCall
-from services.llm.openai_brain import (OpenAIBrain, chat_messages, chat_tools, responses_input, responses_tools,
-                                       system_prompt)
-from services.receptionist.profile import load_profile, parse_profile
+from services.llm.openai_brain import OpenAIBrain, chat_messages, chat_tools, responses_input, responses_tools
+from services.providers import build_brain, openai_brain_arguments
+from services.receptionist.persona import system_prompt
+from services.receptionist.profile import parse_profile
 from services.receptionist.tools import tool_specs
 from services.settings import Settings
-from tests.fakes.openai_server import (ChatReply, FakeOpenAI, ModelReply, ModelRule, check_chat_request,
-                                       tools_refused_message)
+from tests.fakes.openai_server import (
+    ChatReply,
+    FakeOpenAI,
+    ModelReply,
+    ModelRule,
+    check_chat_request,
+    tools_refused_message,
+)
 
 PROFILE = parse_profile({
     "name": "Bright Smile Dental", "timezone": "America/New_York", "address": "12 Main Street",
@@ -35,7 +40,6 @@ PROFILE = parse_profile({
                  {"name": "Whitening", "duration_min": 60, "price": "$300"}],
     "faq": {"parking": "Free parking behind the building."},
 })
-EXAMPLE_PROFILE = Path(__file__).resolve().parent.parent / "business.example.toml"
 TOOL_SPECS = list(tool_specs(PROFILE).values())
 HELLO = [Message("user", "Hi, can I leave a message?")]
 
@@ -51,16 +55,26 @@ def api(request) -> str:
     return request.param
 
 
-def brain_for(fake: FakeOpenAI, **overrides) -> OpenAIBrain:
+def settings_for(fake: FakeOpenAI, **overrides) -> Settings:
     values = dict(openai_api_key="test-key", openai_base_url=fake.base_url,
                   llm_first_token_timeout_s=2.0, llm_timeout_s=5.0)
     values.update(overrides)
-    return OpenAIBrain(Settings(_env_file=None, **values), PROFILE, retry_pause_s=0.05)
+    return Settings(_env_file=None, **values)
+
+
+def brain_for(fake: FakeOpenAI, **overrides) -> OpenAIBrain:
+    """The brain services/providers.py builds from these settings, with a quicker retry."""
+    return OpenAIBrain(**openai_brain_arguments(settings_for(fake, **overrides)), retry_pause_s=0.05)
+
+
+def respond(brain, history=HELLO, tools=TOOL_SPECS):
+    """One turn, with the instructions the engine gives the brain."""
+    return brain.respond(system_prompt(PROFILE), history, tools)
 
 
 async def collect(brain: OpenAIBrain, history=HELLO, tools=TOOL_SPECS) -> list:
     async def run():
-        return [out async for out in brain.respond(history, tools)]
+        return [out async for out in respond(brain, history, tools)]
     return await asyncio.wait_for(run(), 10)
 
 
@@ -132,49 +146,24 @@ async def test_model_and_effort_are_settings_and_an_empty_effort_is_not_sent(ope
     assert "reasoning" not in body and "reasoning_effort" not in body
 
 
+async def test_the_brain_services_providers_builds_from_the_settings_sends_them(openai_fake):
+    openai_fake.reply(ChatReply.text("Hi."))
+    settings = settings_for(openai_fake, llm_provider="openai", openai_api="chat", openai_model="gpt-4.1-mini",
+                            openai_reasoning_effort="")
+    await collect(build_brain(settings, PROFILE))
+    assert openai_fake.requests[0].path == "/v1/chat/completions"
+    body = openai_fake.model_requests[0].body
+    assert body["model"] == "gpt-4.1-mini" and "reasoning_effort" not in body
+    assert body["messages"][0]["role"] == "system"
+    assert body["messages"][0]["content"].startswith("You are Zylin, the receptionist who answers the phone for "
+                                                     "Bright Smile Dental.")
+
+
 async def test_on_chat_completions_a_model_outside_gpt_5_x_gets_the_effort_setting_with_its_tools(openai_fake):
     openai_fake.models["local-llama"] = ModelRule(("low", "medium", "high"))   # a compatible server's model
     openai_fake.reply(ChatReply.text("Hi."))
     await collect(brain_for(openai_fake, openai_api="chat", openai_model="local-llama"))
     assert openai_fake.model_requests[0].body["reasoning_effort"] == "low"
-
-
-# --- the system prompt -----------------------------------------------------------------------------------
-def test_the_system_prompt_knows_the_business_and_speaks_like_a_receptionist():
-    prompt = system_prompt(PROFILE)
-    for fact in ("Bright Smile Dental", "12 Main Street", "Monday 9 am to 5 pm", "Friday 9 am to 3 pm",
-                 "Cleaning (45 minutes, price $120): Routine cleaning.", "Whitening (60 minutes, price $300)",
-                 "parking: Free parking behind the building.", "America/New_York"):
-        assert fact in prompt
-    now = PROFILE.now()
-    assert f"{now:%A}, {now:%B} {now.day}, {now.year}" in prompt
-    assert "short" in prompt and "markdown" in prompt and "never invent availability" in prompt
-    assert prompt.rstrip().endswith(f"({PROFILE.timezone}).")   # the clock last: a cacheable prefix
-
-
-def test_the_system_prompt_names_the_holidays_and_special_hours_of_the_next_two_weeks():
-    profile = load_profile(EXAMPLE_PROFILE)
-    lines = system_prompt(profile, now=datetime(2026, 12, 20, 10, 0, tzinfo=profile.tz)).splitlines()
-
-    hours = next(i for i, line in enumerate(lines) if line.startswith("Opening hours:"))
-    exceptions = lines[hours + 1]                         # right after the weekly hours
-    assert exceptions.startswith("Exceptions to the usual hours:")
-    assert "Thursday, December 24: open 9 am to 12 pm only" in exceptions
-    assert "Friday, December 25: closed" in exceptions
-    assert "Friday, January 1: closed" in exceptions    # twelve days ahead: inside the two weeks
-    assert "Right now it is Sunday, December 20, 2026, 10:00 am" in lines[-1]
-
-
-def test_the_system_prompt_has_no_exceptions_line_when_none_are_near():
-    profile = load_profile(EXAMPLE_PROFILE)
-    prompt = system_prompt(profile, now=datetime(2026, 6, 1, 9, 0, tzinfo=profile.tz))
-    assert "Exceptions" not in prompt
-
-
-def test_the_clock_in_the_prompt_is_the_business_time_zone(monkeypatch):
-    fixed = datetime(2026, 3, 6, 14, 5, tzinfo=PROFILE.tz)
-    monkeypatch.setattr(type(PROFILE), "now", lambda self: fixed)
-    assert "Right now it is Friday, March 6, 2026, 2:05 pm" in system_prompt(PROFILE)
 
 
 # --- the history -----------------------------------------------------------------------------------------
@@ -535,7 +524,7 @@ async def test_a_stream_that_fails_after_words_raises_brain_error_naming_the_fai
     openai_fake.reply(ModelReply.broken("Let me check", message="The model is overloaded."), ChatReply.text("x"))
     said = []
     with pytest.raises(BrainError, match="broke off.*The model is overloaded."):
-        async for out in brain_for(openai_fake, openai_api=api).respond(HELLO, TOOL_SPECS):
+        async for out in respond(brain_for(openai_fake, openai_api=api)):
             said.append(out)
     assert said == [TextDelta("Let me check")]
     assert len(openai_fake.model_requests) == 1
@@ -576,7 +565,7 @@ async def test_a_stall_after_text_was_said_raises_brain_error_without_retrying(o
     brain = brain_for(openai_fake, openai_api=api, llm_first_token_timeout_s=0.3, llm_timeout_s=0.8)
     said = []
     with pytest.raises(BrainError, match="broke off"):
-        async for out in brain.respond(HELLO, TOOL_SPECS):
+        async for out in respond(brain):
             said.append(out)
     assert said == [TextDelta("Let me check")]
     assert len(openai_fake.model_requests) == 1
@@ -586,7 +575,7 @@ async def test_closing_the_reply_early_hangs_up_the_http_stream(openai_fake, api
     reply = ChatReply.text("Our hours are", " nine to five", " on weekdays.")
     reply.stall_after = 1
     openai_fake.reply(reply)
-    replies = brain_for(openai_fake, openai_api=api).respond(HELLO, TOOL_SPECS)
+    replies = respond(brain_for(openai_fake, openai_api=api))
     assert await asyncio.wait_for(anext(replies), 5) == TextDelta("Our hours are")
 
     await replies.aclose()                      # the caller barged in

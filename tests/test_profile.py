@@ -6,7 +6,7 @@ import copy
 import json
 import re
 import tomllib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -101,10 +101,10 @@ def test_transfer_is_open_only_during_transfer_hours(example, local: datetime, o
 
 def test_transfer_hours_are_judged_in_the_business_time_zone(example) -> None:
     # 19:30 UTC on a Friday is 14:30 in New York (open); 21:30 UTC is 16:30, after Friday's 15:00.
-    assert example.transfer_open(datetime(2025, 1, 17, 19, 30, tzinfo=timezone.utc)) is True
-    assert example.transfer_open(datetime(2025, 1, 17, 21, 30, tzinfo=timezone.utc)) is False
+    assert example.transfer_open(datetime(2025, 1, 17, 19, 30, tzinfo=UTC)) is True
+    assert example.transfer_open(datetime(2025, 1, 17, 21, 30, tzinfo=UTC)) is False
     # 02:00 UTC on a Tuesday is still Monday evening in New York: closed.
-    assert example.transfer_open(datetime(2025, 1, 14, 2, 0, tzinfo=timezone.utc)) is False
+    assert example.transfer_open(datetime(2025, 1, 14, 2, 0, tzinfo=UTC)) is False
 
 
 def test_transfer_hours_default_to_the_opening_hours() -> None:
@@ -296,7 +296,7 @@ def _mutate(data: dict, path: tuple) -> None:
 def test_an_ambiguous_or_legacy_time_zone_is_refused_with_the_iana_names_to_use(zone: str, suggested: str) -> None:
     with pytest.raises(ProfileError) as caught:
         parse_profile({**valid(), "timezone": zone})
-    line = next(l for l in str(caught.value).splitlines() if "timezone:" in l)
+    line = next(row for row in str(caught.value).splitlines() if "timezone:" in row)
     assert line.startswith(f"  - timezone: {zone!r} ") and suggested in line
 
 

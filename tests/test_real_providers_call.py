@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 from services.audio.codec import rms, ulaw_to_pcm
-from services.orchestrator.session import ASR_DOWN_LINE, FALLBACK_LINE
+from services.receptionist.lines import ASR_DOWN_LINE, FALLBACK_LINE
 from services.simulator.caller import CallerLine
 from tests.conftest import running_zylin
 from tests.fakes.deepgram_server import FakeDeepgram

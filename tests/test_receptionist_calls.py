@@ -1,7 +1,7 @@
 """Whole calls where the receptionist does its job: the caller books, moves or cancels an
 appointment, or leaves a message when a transfer fails, and what Zylin promised on the phone is
 what the database holds afterwards. Real server, signed webhook, Media Streams, mock ASR/TTS;
-the mock brain, or the OpenAI brain against the fake OpenAI server; Twilio REST is a local fake.
+the offline brain, or the OpenAI brain against the fake OpenAI server; Twilio REST is a local fake.
 
 The server runs on the real clock, so the day booked is computed from today in New York: an
 open weekday a few days ahead, whatever day the tests run.
@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.orchestrator.session import TRANSFER_FAILED_LINE
 from services.receptionist.availability import spoken_datetime
+from services.receptionist.lines import TRANSFER_FAILED_LINE
 from services.receptionist.profile import load_profile
 from services.simulator.caller import CallerLine
 from services.storage import BookingRecord, MessageRecord, Storage
@@ -71,7 +71,7 @@ async def booked_before_the_call(storage: Storage, day: date, phone: str = CALLE
         customer_phone=phone, step_minutes=PROFILE.booking.slot_step_min, lanes=PROFILE.booking.capacity)
 
 
-# --- the mock brain ------------------------------------------------------------------------------------
+# --- the offline brain ---------------------------------------------------------------------------------
 
 async def test_a_caller_books_a_cleaning_and_hears_the_code_that_is_in_the_database():
     day = open_weekday()

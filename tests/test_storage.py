@@ -174,7 +174,8 @@ async def test_calls_are_listed_newest_first_in_pages_and_filtered(database: Dat
         sid = f"CA{n:032d}"
         await storage.calls.open_call(sid, caller=f"+1555000{n:04d}", at=at(n * 86400))
         if n % 2:
-            await storage.calls.add_event(sid, "tool", {"name": "take_message", "result": {"ok": True}}, at(n * 86400 + 5))
+            await storage.calls.add_event(sid, "tool", {"name": "take_message", "result": {"ok": True}},
+                                          at(n * 86400 + 5))
         await storage.calls.end_call(sid, reason="stop event", at=at(n * 86400 + 30))
         sids.append(sid)
 

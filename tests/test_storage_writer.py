@@ -125,7 +125,8 @@ async def test_a_write_that_fails_for_a_lasting_reason_is_set_aside_and_the_next
             raise IntegrityError("INSERT", {}, Exception("bad data"))
         await db.apply(write)
     writer.apply = refuse
-    writer.submit(Write.of("nonsense", "bad record", call_sid="CA2"), done=lambda ok: outcomes.append(("bad record", ok)))
+    writer.submit(Write.of("nonsense", "bad record", call_sid="CA2"),
+                  done=lambda ok: outcomes.append(("bad record", ok)))
     writer.submit(numbered(1), done=lambda ok: outcomes.append(("good", ok)))
     with caplog.at_level(logging.ERROR, "zylin.storage.writer"):
         await writer.flush()

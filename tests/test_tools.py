@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.llm.base import ToolCall, ToolSpec
+from services.llm.base import ToolCall
 from services.receptionist import tools
 from services.receptionist.profile import BusinessProfile, parse_profile
 from services.receptionist.tools import CallAction, CallContext, Toolbox

@@ -20,8 +20,9 @@ from services.audio.codec import OutboundEncoder, rms, ulaw_to_pcm
 from services.orchestrator.greeting import render
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import MemoryRecorder
-from services.orchestrator.speaker import APOLOGY_LINE, SpeechFallback, Speaker
+from services.orchestrator.speaker import Speaker, SpeechFallback
 from services.providers import build_fallback_synthesizer, build_synthesizer, fallback_tts_provider
+from services.receptionist.lines import APOLOGY_LINE
 from services.runtime import Runtime
 from services.settings import ConfigError, Settings
 from services.simulator.caller import CallerLine, CallResult
@@ -35,7 +36,7 @@ from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
 from tests.fakes.openai_server import FakeOpenAI
 
 KEY = "secret-test-key-42"
-HOURS = "What are your opening hours?"   # the mock brain answers in several sentences
+HOURS = "What are your opening hours?"   # the offline brain answers in several sentences
 OPENAI_DOWN = [(500, "The server had an error")] * 40
 
 
@@ -139,7 +140,7 @@ async def test_a_sentence_aura_answers_with_500_is_heard_in_the_openai_voice():
     assert sorted(openai_texts(openai)) == sorted(sentences)   # each failed sentence, only those, to OpenAI
     heard = audio_by_mark(result)
     assert len(reply_marks(result)) == len(sentences)
-    for mark, sentence in zip(reply_marks(result), sentences):
+    for mark, sentence in zip(reply_marks(result), sentences, strict=True):
         assert sounds_like_openai(heard[mark], sentence) and voiced(heard[mark])
     assert [e["spoken_by"] for e in events(record, "tts_fallback")] == ["openai"] * len(sentences)
     assert events(record, "tts_fallback")[0]["error"] == "deepgram: HTTP 500"
@@ -213,7 +214,7 @@ async def test_openai_as_the_main_voice_falls_back_to_aura_mulaw_which_needs_no_
     sentences = in_reply(aura_texts(deepgram)[started:], record)
     assert len(sentences) >= 2 and len(reply_marks(result)) == len(sentences)
     heard = audio_by_mark(result)
-    for mark, sentence in zip(reply_marks(result), sentences):
+    for mark, sentence in zip(reply_marks(result), sentences, strict=True):
         assert heard[mark] == speak_audio(sentence, "mulaw", 8000, deepgram.speak_seconds_per_char)
     assert [e["provider"] for e in events(record, "tts_fallback")] == ["openai"] * len(sentences)
 

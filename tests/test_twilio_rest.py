@@ -15,8 +15,16 @@ from services.telephony.webhook import StreamClaim, check_stream_token
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_receptionist_calls import (
-    BRISK, CALLER, OWNER_PHONE, OWNER_SMS, SMS_FROM, SPEED, message_once_texted, profile_with_an_owner,
-    tools_run, zylin_turns,
+    BRISK,
+    CALLER,
+    OWNER_PHONE,
+    OWNER_SMS,
+    SMS_FROM,
+    SPEED,
+    message_once_texted,
+    profile_with_an_owner,
+    tools_run,
+    zylin_turns,
 )
 
 CALL = "CA" + "1" * 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class RecognizerFailed:
     reason: str
 
 
-AsrEvent = Union[Transcript, SpeechStarted, UtteranceEnd, SpeechNotUnderstood, RecognizerFailed]
+AsrEvent = Transcript | SpeechStarted | UtteranceEnd | SpeechNotUnderstood | RecognizerFailed
 
 
 class SpeechRecognizer(Protocol):

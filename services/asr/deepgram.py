@@ -29,8 +29,6 @@ from deepgram.listen.v1.types import (
 )
 
 from services.asr.base import AsrEvent, RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
-from services.receptionist.profile import BusinessProfile
-from services.settings import Settings
 
 log = logging.getLogger("zylin.asr.deepgram")
 
@@ -67,28 +65,18 @@ def deepgram_environment(base_url: str) -> DeepgramClientEnvironment:
                                      agent=default.agent, agent_rest=default.agent_rest)
 
 
-def keyterms_for(profile: BusinessProfile) -> list[str]:
-    """Words a receptionist must hear right: the business's name and its services."""
-    terms: list[str] = []
-    for term in (profile.name, *(s.name for s in profile.services)):
-        term = term.strip()
-        if term and term.lower() not in (t.lower() for t in terms):
-            terms.append(term)
-    return terms[:MAX_KEYTERMS]
-
-
 class DeepgramRecognizer:
     """One call's Deepgram stream, reconnecting on its own; see the module docstring."""
 
-    def __init__(self, settings: Settings, profile: BusinessProfile, *,
+    def __init__(self, *, api_key: str, base_url: str, model: str, endpointing_ms: int,
+                 utterance_end_ms: int, keyterms: Sequence[str] = (), call_sid: str = "",
                  retry_delays_s: Sequence[float] = (0.1, 0.3, 1.0, 2.0),
                  give_up_after_s: float = 5.0, connect_timeout_s: float = 3.0,
-                 keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 1.0,
-                 call_sid: str = "") -> None:
-        self._client = AsyncDeepgramClient(api_key=settings.deepgram_api_key,
-                                           environment=deepgram_environment(settings.deepgram_base_url),
+                 keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 1.0) -> None:
+        """`endpointing_ms` and `utterance_end_ms` of 0 turn each off; `keyterms` go to Nova-3 models only."""
+        self._client = AsyncDeepgramClient(api_key=api_key, environment=deepgram_environment(base_url),
                                            httpx_client=_unused_http_client())
-        self.params = self._query(settings, profile)
+        self.params = self._query(model, endpointing_ms, utterance_end_ms, keyterms)
         self._retry_delays = tuple(retry_delays_s) or (1.0,)
         self._give_up_after_s = give_up_after_s
         self._connect_timeout_s = connect_timeout_s
@@ -117,19 +105,19 @@ class DeepgramRecognizer:
         self.dropped_audio_s = 0.0
 
     @staticmethod
-    def _query(settings: Settings, profile: BusinessProfile) -> dict[str, Any]:
+    def _query(model: str, endpointing_ms: int, utterance_end_ms: int, keyterms: Sequence[str]) -> dict[str, Any]:
         params: dict[str, Any] = {
-            "model": settings.deepgram_model, "encoding": "linear16", "sample_rate": SAMPLE_RATE,
+            "model": model, "encoding": "linear16", "sample_rate": SAMPLE_RATE,
             "channels": 1, "interim_results": True, "vad_events": True, "smart_format": True,
-            "endpointing": settings.deepgram_endpointing_ms if settings.deepgram_endpointing_ms > 0 else False,
+            "endpointing": endpointing_ms if endpointing_ms > 0 else False,
         }
-        if settings.deepgram_utterance_end_ms > 0:
-            if settings.deepgram_utterance_end_ms < 1000:
+        if utterance_end_ms > 0:
+            if utterance_end_ms < 1000:
                 log.warning("DEEPGRAM_UTTERANCE_END_MS=%d is below Deepgram's minimum; using 1000",
-                            settings.deepgram_utterance_end_ms)
-            params["utterance_end_ms"] = max(1000, settings.deepgram_utterance_end_ms)
-        if settings.deepgram_model.startswith("nova-3"):  # keyterm prompting is Nova-3 only
-            params["keyterm"] = keyterms_for(profile)
+                            utterance_end_ms)
+            params["utterance_end_ms"] = max(1000, utterance_end_ms)
+        if model.startswith("nova-3"):  # keyterm prompting is Nova-3 only
+            params["keyterm"] = list(keyterms)[:MAX_KEYTERMS]
         return params
 
     # --- the contract ----------------------------------------------------------------------
@@ -273,11 +261,13 @@ class DeepgramRecognizer:
             elif item is _CLOSE:
                 await socket.send_close_stream()
                 return
-            else:
+            elif not isinstance(item, str):   # audio, sent together with the audio right after it
                 self._queued -= len(item)
-                while (self._backlog and len(item) < MAX_MESSAGE_BYTES
-                       and not isinstance(self._backlog[0], str)):
-                    more = self._backlog.popleft()
+                while self._backlog and len(item) < MAX_MESSAGE_BYTES:
+                    more = self._backlog[0]
+                    if isinstance(more, str):       # a Finalize or CloseStream goes out on its own
+                        break
+                    self._backlog.popleft()
                     self._queued -= len(more)
                     item += more
                 try:

@@ -28,10 +28,6 @@ MIN_SEGMENT_SAMPLES = 800       # 100 ms of voice before a segment counts as wor
 INTERIM_SAMPLES = 2400          # an interim result every 300 ms of voice
 CHARS_PER_S = 15.0              # assumed speaking rate for revealing interim words
 
-DEMO_NOTICE = ("This line is running in demo mode without speech recognition, so I can't understand "
-               "what you say. To talk with me, the owner needs to set a Deepgram key.")
-DEMO_REMINDER = "Sorry, I still can't understand you: this demo line has no speech recognition."
-
 _CLOSED = object()
 
 
@@ -55,9 +51,11 @@ class MockRecognizer:
     """A SpeechRecognizer that hears timing in the audio and reads the words from a script."""
 
     def __init__(self, script: list[str], endpointing_ms: int, delay_ms: float, threshold_rms: int,
-                 utterance_end_ms: int = 1000) -> None:
+                 utterance_end_ms: int = 1000, *, demo_notice: str, demo_reminder: str) -> None:
+        """Without a script, the caller hears `demo_notice` the first time they speak, then `demo_reminder`."""
         self._script = deque(script)
         self._demo = not script       # nothing will ever be understood: say so to the caller
+        self._demo_notice, self._demo_reminder = demo_notice, demo_reminder
         self._notices = 0
         self._endpoint_samples = endpointing_ms * TWILIO_RATE // 1000
         self._utterance_end_samples = utterance_end_ms * TWILIO_RATE // 1000
@@ -199,7 +197,7 @@ class MockRecognizer:
         self._notices += 1
         if self._notices == 1:
             log.info("mock ASR has no script: telling the caller this line runs in demo mode")
-        return SpeechNotUnderstood(DEMO_NOTICE if self._notices == 1 else DEMO_REMINDER,
+        return SpeechNotUnderstood(self._demo_notice if self._notices == 1 else self._demo_reminder,
                                    start_s=self._segment_start / TWILIO_RATE,
                                    end_s=self._last_voice_end / TWILIO_RATE)
 

@@ -7,7 +7,6 @@ in process memory between callbacks: the next one may reach another instance.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -18,13 +17,22 @@ from typing import Any
 from twilio.twiml.voice_response import VoiceResponse
 
 from services.legacy.transcriber import Transcriber, TranscriberError, build_transcriber
-from services.llm.base import BrainError, Message, TextDelta, ToolCall
-from services.llm.mock import PASS_ON
-from services.orchestrator.session import DTMF_PERSON, FALLBACK_LINE, TAKE_A_MESSAGE
+from services.llm.base import BrainError, Message, ToolCall
+from services.orchestrator.generation import run_turn
 from services.privacy import describe_error, mask_phone, scrub
 from services.providers import build_brain
+from services.receptionist.lines import (
+    DTMF_PERSON,
+    FALLBACK_LINE,
+    MESSAGE_OFFER,
+    NOT_HEARD_GOODBYE,
+    REPROMPT,
+    TOO_SLOW,
+    not_put_through,
+)
+from services.receptionist.persona import system_prompt
 from services.receptionist.profile import BusinessProfile
-from services.receptionist.tools import CallAction, CallContext, Toolbox
+from services.receptionist.tools import CallAction, CallContext, Toolbox, ToolBudget, ToolResult
 from services.settings import Settings
 from services.storage import Storage, TurnRow
 from services.storage.models import utcnow
@@ -37,10 +45,6 @@ log = logging.getLogger("zylin.legacy")
 
 RECORDING_PATH = "/api/twilio/voice-legacy/recording"
 DIAL_RESULT_PATH = "/api/twilio/voice-legacy/dial-result"
-REPROMPT = "Sorry, I didn't catch that. Could you say it again?"
-MESSAGE_OFFER = f"I'm sorry, I'm having trouble hearing you. I can take a message for the team. {PASS_ON}"
-NOT_HEARD_GOODBYE = "I'm sorry, I still can't hear you. Please call back in a little while. Goodbye!"
-TOO_SLOW = "I'm sorry, that took me too long. Could you say that again?"
 MAX_REPROMPTS = 2                           # in a row; then the message offer, then goodbye
 
 
@@ -102,6 +106,9 @@ class Progress:
 
     def event(self, kind: str, **detail: Any) -> None:
         self.events.append((kind, plain(detail), utcnow()))
+
+    def add_tool_run(self, started: float, ended: float) -> None:
+        self.tool_s += ended - started
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -207,7 +214,7 @@ class LegacyReceptionist:
         left = budget - min(1.0, budget * 0.2) - (time.monotonic() - progress.received)
         try:
             await asyncio.wait_for(work, max(left, 0.1))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("legacy call %s: no answer from the %s within the %.1f s budget", call_sid,
                         progress.stage, budget)
             progress.event("provider_error", provider=progress.stage, error=f"no answer within {budget:g} s")
@@ -249,36 +256,17 @@ class LegacyReceptionist:
         progress.transcript = said
         progress.stage = "llm"
         history = state.history + [Message("user", said)]
+
+        def ran(call: ToolCall, result: ToolResult) -> None:
+            progress.event("tool", name=call.name, arguments=call.arguments, result=result.data)
+            if result.action is not None:
+                progress.action = result.action
+
         brain = build_brain(self.settings, self.profile)
-        try:
-            for _ in range(self.settings.max_tool_rounds):
-                message = Message("assistant")
-                context = history + progress.messages
-                progress.messages.append(message)
-                calls: list[ToolCall] = []
-                if progress.llm_request_at is None:
-                    progress.llm_request_at = time.monotonic()
-                async for out in brain.respond(context, toolbox.specs):
-                    if progress.llm_first_at is None:
-                        progress.llm_first_at = time.monotonic()
-                    if isinstance(out, TextDelta):
-                        message.content += out.text
-                    elif isinstance(out, ToolCall):
-                        calls.append(out)
-                if not calls:
-                    return
-                message.tool_calls = calls
-                for call in calls:
-                    started = time.monotonic()
-                    result = await toolbox.run(call)
-                    progress.tool_s += time.monotonic() - started
-                    progress.event("tool", name=call.name, arguments=call.arguments, result=result.data)
-                    progress.messages.append(Message("tool", json.dumps(result.data), tool_call_id=call.id,
-                                                     name=call.name))
-                    if result.action is not None:
-                        progress.action = result.action
-            log.warning("brain kept calling tools on %s; stopping after %d rounds",
-                        toolbox.ctx.call_sid, self.settings.max_tool_rounds)
+        try:  # no "one moment" here: nothing is heard before the whole answer is
+            await run_turn(brain, system_prompt(self.profile), history, toolbox, messages=progress.messages,
+                           timings=progress, budget=ToolBudget(), max_rounds=self.settings.max_tool_rounds,
+                           on_tool=ran)
         finally:
             await brain.close()
 
@@ -321,7 +309,7 @@ class LegacyReceptionist:
             return str(VoiceResponse())  # the person hung up: nothing left to run, the call ends
         progress.event("transfer_failed", status=status, why=DIAL_FAILED[status])
         state = await self._state(call_sid)
-        line = f"I'm sorry, I couldn't put you through: {DIAL_FAILED[status]}. {TAKE_A_MESSAGE}"
+        line = not_put_through(DIAL_FAILED[status])
         progress.messages = [Message("assistant", line)]
         return await self._answer(call_sid, state, progress, line, at=utcnow(),
                                   caller=form.get("From", ""), called=form.get("To", ""))

@@ -37,12 +37,11 @@ class MockTranscriber:
 
 
 class OpenAITranscriber:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, *, api_key: str, base_url: str, model: str, timeout_s: float) -> None:
         from openai import AsyncOpenAI
 
-        self.model = settings.openai_transcribe_model
-        self._client = AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url or None,
-                                   max_retries=0, timeout=settings.legacy_response_budget_s)
+        self.model = model
+        self._client = AsyncOpenAI(api_key=api_key, base_url=base_url or None, max_retries=0, timeout=timeout_s)
 
     async def transcribe(self, wav: bytes, *, index: int) -> str:
         from openai import OpenAIError
@@ -56,21 +55,20 @@ class OpenAITranscriber:
 
 
 class DeepgramTranscriber:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, *, api_key: str, base_url: str, model: str, timeout_s: float) -> None:
         from deepgram import AsyncDeepgramClient
 
         from services.asr.deepgram import deepgram_environment
 
-        self.model = settings.deepgram_model
-        self._client = AsyncDeepgramClient(api_key=settings.deepgram_api_key,
-                                           environment=deepgram_environment(settings.deepgram_base_url),
-                                           timeout=settings.legacy_response_budget_s)
+        self.model = model
+        self._client = AsyncDeepgramClient(api_key=api_key, environment=deepgram_environment(base_url),
+                                           timeout=timeout_s)
 
     async def transcribe(self, wav: bytes, *, index: int) -> str:
         try:
             response = await self._client.listen.v1.media.transcribe_file(
                 request=wav, model=self.model, smart_format=True, punctuate=True)
-            channels = response.results.channels  # type: ignore[union-attr]
+            channels = response.results.channels
             return (channels[0].alternatives[0].transcript or "").strip() if channels else ""
         except Exception as exc:  # the SDK's ApiError, httpx errors, an unexpected body
             raise TranscriberError(f"Deepgram transcription failed: {exc}") from exc
@@ -84,8 +82,11 @@ def build_transcriber(settings: Settings) -> Transcriber:
     key = KEYS.get(name)
     if key and not getattr(settings, key.lower()):
         raise ConfigError(f"LEGACY_TRANSCRIBER={name} needs {key}; set it or choose 'mock'")
+    budget = settings.legacy_response_budget_s  # a recording that takes longer has missed its turn anyway
     if name == "openai":
-        return OpenAITranscriber(settings)
+        return OpenAITranscriber(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
+                                 model=settings.openai_transcribe_model, timeout_s=budget)
     if name == "deepgram":
-        return DeepgramTranscriber(settings)
+        return DeepgramTranscriber(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
+                                   model=settings.deepgram_model, timeout_s=budget)
     return MockTranscriber(settings.mock_script_lines, delay_ms=settings.mock_asr_delay_ms)

@@ -1,10 +1,13 @@
-"""The brain contract: history and tools in, a stream of text deltas and tool calls out."""
+"""The brain contract: instructions, history and tools in, a stream of text deltas and tool calls out.
+
+The instructions are a plain value the receptionist writes (services/receptionist/persona.py): a
+brain knows how to talk to its model, not who it is or which business it answers for."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ class Message:
     name: str = ""  # tool name, for role="tool"
 
 
-BrainOutput = Union[TextDelta, ToolCall]
+BrainOutput = TextDelta | ToolCall
 
 
 class BrainError(RuntimeError):
@@ -43,7 +46,8 @@ class BrainError(RuntimeError):
 
 
 class Brain(Protocol):
-    def respond(self, history: list[Message], tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
+    def respond(self, instructions: str, history: list[Message],
+                tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
         """One model turn; the caller runs the tool calls and asks again with their results."""
         ...
 

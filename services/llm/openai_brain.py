@@ -19,34 +19,17 @@ import logging
 import re
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 
 from services.llm.base import BrainError, BrainOutput, Message, TextDelta, ToolCall, ToolSpec
-from services.receptionist.profile import BusinessProfile
-from services.settings import Settings
 
 log = logging.getLogger("zylin.llm.openai")
-
-PERSONA = """\
-You are Zylin, the receptionist who answers the phone for {name}. You are warm, calm and efficient.
-Everything you write is spoken aloud to a caller on the phone, so:
-- Answer in one or two short, natural spoken sentences. Ask one question at a time.
-- Never use lists, bullet points, markdown, emojis, URLs or abbreviations that sound odd aloud.
-  Say times and prices the way a person would ("ten thirty in the morning", "a hundred and twenty dollars").
-- Confirm names, phone numbers, dates and times back to the caller before acting on them.
-- Use the tools for every action (messages, transfers, ending the call). Never say you did
-  something a tool has not confirmed, and never invent availability, prices or facts that are not
-  written below. If you do not know, say so and offer to take a message or find a person.
-- If the caller asks for a person, use transfer_to_human. When the caller is done, say a short
-  goodbye and use end_call.
-"""
 
 RETRYABLE_STREAM_CODES = {None, "server_error", "rate_limit_exceeded"}
 
@@ -83,30 +66,7 @@ class _AttemptFailed(Exception):
         self.wait_s = wait_s            # how long the server asked us to wait (retry-after)
 
 
-# --- what the model is told ---------------------------------------------------------------------------------
-def system_prompt(profile: BusinessProfile, now: datetime | None = None) -> str:
-    """The profile as the model should know it; the clock goes last so the prefix stays cacheable.
-    `now` defaults to the profile's clock (the business's time zone)."""
-    now = now or profile.now()
-    lines = [PERSONA.format(name=profile.name), f"About {profile.name}:"]
-    if profile.address:
-        lines.append(f"Address: {profile.address}.")
-    lines.append(f"Opening hours: {profile.hours_sentence()}")
-    if exceptions := profile.exceptions_sentence(now.date()):
-        lines.append(exceptions)
-    lines.append("Services:")
-    for s in profile.services:
-        details = [f"{s.duration_min} minutes"] + ([f"price {s.price}"] if s.price else [])
-        lines.append(f"- {s.name} ({', '.join(details)})" + (f": {s.description}" if s.description else ""))
-    if profile.faq:
-        lines.append("Answers to common questions:")
-        lines += [f"- {topic}: {answer}" for topic, answer in profile.faq.items()]
-    lines.append(f"Right now it is {now:%A}, {now:%B} {now.day}, {now.year}, "
-                 f"{now.hour % 12 or 12}:{now:%M} {'am' if now.hour < 12 else 'pm'} "
-                 f"in the business's time zone ({profile.timezone}).")
-    return "\n".join(lines)
-
-
+# --- what the model is sent ---------------------------------------------------------------------------------
 def paired_history(history: list[Message]) -> list[Message]:
     """The history both APIs accept: each tool call kept only with its answer right after it, and
     each answer only after its call. A barge-in can leave a call unanswered, and either kind of
@@ -192,25 +152,25 @@ def chat_reasoning_effort(model: str, effort: str, has_tools: bool) -> str | Non
 class OpenAIBrain:
     """A Brain on the OpenAI Responses API, or Chat Completions for any compatible server."""
 
-    def __init__(self, settings: Settings, profile: BusinessProfile, *,
-                 retry_pause_s: float = 0.2) -> None:
-        self._profile = profile
-        self._api = settings.openai_api
-        self._model = settings.openai_model
-        self._effort = settings.openai_reasoning_effort
-        self._first_token_s = settings.llm_first_token_timeout_s
-        self._total_s = settings.llm_timeout_s
+    def __init__(self, *, api_key: str, base_url: str, model: str, api: str, effort: str,
+                 first_token_timeout_s: float, timeout_s: float, retry_pause_s: float = 0.2) -> None:
+        """`api` is "responses" or "chat"; an empty `effort` sends none; an empty `base_url` is OpenAI's."""
+        self._api = api
+        self._model = model
+        self._effort = effort
+        self._first_token_s = first_token_timeout_s
+        self._total_s = timeout_s
         self._retry_pause_s = retry_pause_s
-        self._client_config = (settings.openai_api_key, settings.openai_base_url, settings.llm_timeout_s)
+        self._client_config = (api_key, base_url, timeout_s)
 
-    async def respond(self, history: list[Message], tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
+    async def respond(self, instructions: str, history: list[Message],
+                      tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_s
-        system = system_prompt(self._profile)
         if self._api == "chat":
-            request, attempt_once = self._chat_request(system, history, tools), self._chat_attempt
+            request, attempt_once = self._chat_request(instructions, history, tools), self._chat_attempt
         else:
-            request, attempt_once = self._responses_request(system, history, tools), self._responses_attempt
+            request, attempt_once = self._responses_request(instructions, history, tools), self._responses_attempt
         for attempt in (1, 2):
             said_something = False
             try:
@@ -283,7 +243,8 @@ class OpenAIBrain:
     def _first_deadline(self, deadline: float) -> float:
         return min(asyncio.get_running_loop().time() + self._first_token_s, deadline)
 
-    async def _responses_attempt(self, request: dict[str, Any], deadline: float) -> AsyncIterator[BrainOutput]:
+    async def _responses_attempt(self, request: dict[str, Any],
+                                 deadline: float) -> AsyncGenerator[BrainOutput, None]:
         """One streamed response. Only text and function calls count as the first token: the
         response.created and reasoning events come before the model has said anything."""
         first_deadline = self._first_deadline(deadline)
@@ -330,7 +291,7 @@ class OpenAIBrain:
             for output in _finished_calls(calls):
                 yield output
 
-    async def _chat_attempt(self, request: dict[str, Any], deadline: float) -> AsyncIterator[BrainOutput]:
+    async def _chat_attempt(self, request: dict[str, Any], deadline: float) -> AsyncGenerator[BrainOutput, None]:
         """One streamed chat completion: tool calls are assembled from deltas keyed by index."""
         first_deadline = self._first_deadline(deadline)
         client = shared_client(*self._client_config)
@@ -397,7 +358,8 @@ def _failure(exc: openai.APIError) -> _AttemptFailed:
         return _AttemptFailed("could not be reached", True)
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+        said = body.get("message")
+        message = said if isinstance(said, str) else exc.message
         reason = (f"answered HTTP {exc.status_code}: {_redacted(message)}"
                   f"{_details(param=body.get('param'), code=body.get('code'), request=exc.request_id)}")
         if exc.status_code == 429:     # a rate limit passes; an exhausted quota does not

@@ -18,7 +18,7 @@ class SentenceChunker:
 
     def push(self, delta: str) -> list[str]:
         self._buf += delta
-        out = []
+        out: list[str] = []
         while True:
             piece = self._cut()
             if piece is None:

@@ -1,29 +1,42 @@
-"""One call's conversation: turn-taking, streaming brain -> TTS, barge-in, latency, the end.
+"""One call's conversation: streaming brain -> TTS, barge-in, latency, the end.
 
-Inbound flows one way: frames -> local VAD + recognizer -> caller turns -> a Reply (brain, tools,
-speaker) -> frames out. Twilio's mark echoes tell what the caller has actually heard, which is
-what history keeps when the caller interrupts.
+Inbound flows one way: frames -> TurnDetector (local VAD + recognizer events, turns.py) -> caller
+turns -> a Reply (brain, tools, speaker; its lifecycle in reply.py) -> frames out. Twilio's mark
+echoes tell what the caller has actually heard, which is what history keeps when the caller
+interrupts. The detector decides when the caller spoke, cut in or finished; this engine acts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from dataclasses import dataclass, field
 from enum import Enum
 
-from services.asr.base import (RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript,
-                               UtteranceEnd)
+from services.asr.base import RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript, UtteranceEnd
 from services.audio.codec import FRAME_MS, OutboundEncoder, rms, ulaw_to_pcm
-from services.audio.vad import EnergyVad, VadEvent
-from services.llm.base import Brain, BrainError, Message, TextDelta, ToolCall
+from services.audio.vad import EnergyVad
+from services.llm.base import Brain, BrainError, Message, ToolCall
 from services.orchestrator.chunker import SentenceChunker
+from services.orchestrator.generation import run_turn
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
-from services.orchestrator.speaker import SpeechFallback, Speaker, SpokenSentence, send_frames
-from services.receptionist.tools import CallAction, ToolBudget, Toolbox
+from services.orchestrator.reply import Reply, ReplyState
+from services.orchestrator.speaker import Speaker, SpeechFallback, SpokenSentence, send_frames
+from services.orchestrator.turns import TurnDetector
+from services.receptionist.lines import (
+    ASR_DOWN_LINE,
+    DTMF_PERSON,
+    FALLBACK_LINE,
+    IDLE_GOODBYE,
+    IDLE_PROMPT,
+    MAX_DURATION_GOODBYE,
+    ONE_MOMENT,
+    TRANSFER_FAILED_LINE,
+    not_put_through,
+)
+from services.receptionist.persona import system_prompt
+from services.receptionist.tools import CallAction, Toolbox, ToolBudget, ToolResult
 from services.settings import Settings
 from services.telephony.media_streams import StreamSender
 from services.telephony.rest import Telephony
@@ -32,73 +45,11 @@ from services.tts.base import SpeechSynthesizer
 
 log = logging.getLogger("zylin.session")
 
-FALLBACK_LINE = ("I'm sorry, I'm having trouble on my end right now. I can take a message, "
-                 "or put you through to someone. Which would you prefer?")
-ASR_DOWN_LINE = ("I'm sorry, I'm having trouble hearing you right now. Please press zero to reach "
-                 "a person, or call back in a few minutes.")
-TAKE_A_MESSAGE = "I can take a message and make sure the team gets back to you. What would you like me to pass on?"
-TRANSFER_FAILED_LINE = f"I'm sorry, I couldn't connect you. {TAKE_A_MESSAGE}"
-IDLE_PROMPT = "Are you still there?"
-IDLE_GOODBYE = "I haven't heard anything, so I'll end the call now. Feel free to call back. Goodbye!"
-MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. Please call back anytime. Goodbye!"
-DTMF_PERSON = "[The caller pressed 0: they want to speak to a person.]"
-ONE_MOMENT = "One moment, please."  # a tool is slow (TOOL_ONE_MOMENT_S): the caller hears why it is quiet
-
 
 class State(Enum):
     STREAMING = "streaming"
     ENDING = "ending"      # the last words are playing; then hang up or transfer
     STOPPED = "stopped"
-
-
-@dataclass(slots=True)
-class Reply:
-    """Zylin's answer to one caller turn (or the greeting, or a canned line)."""
-    gen: int
-    latency: TurnLatency
-    speaker: Speaker
-    record: TurnRecord
-    messages: list[Message] = field(default_factory=list)
-    action: CallAction | None = None
-    task: asyncio.Task | None = None
-    caller_turn: TurnRecord | None = None
-    all_sent: bool = False
-    interrupted: bool = False
-    committed: bool = False   # its messages are in history
-    finished: bool = False    # its turn is recorded
-    stream_s_at_start: float = 0.0
-
-    @property
-    def sentences(self) -> list[SpokenSentence]:
-        return self.speaker.sentences
-
-    @property
-    def playing(self) -> bool:
-        """True while the caller may still be hearing (or about to hear) this reply."""
-        if self.interrupted:
-            return False
-        return not self.all_sent or any(s.played_at is None for s in self.sentences)
-
-    def heard(self, now: float) -> dict[int, str]:
-        """What the caller heard, per assistant message (by id): whole sentences whose marks came
-        back, plus the share of the playing sentence that its elapsed time covers."""
-        heard: dict[int, list[str]] = {}
-        previous_end: float | None = None
-        for s in self.sentences:
-            key = id(s.message)
-            if s.played_at is not None:
-                heard.setdefault(key, []).append(s.text)
-                previous_end = s.played_at
-                continue
-            if s.first_sent_at is not None and s.duration_s > 0:
-                began = max(previous_end or s.first_sent_at, s.first_sent_at)
-                share = min(max((now - began) / s.duration_s, 0.0), 1.0)
-                words = s.text.split()
-                cut = int(len(words) * share)
-                if cut:
-                    heard.setdefault(key, []).append(" ".join(words[:cut]) + "...")
-            break
-        return {key: " ".join(parts) for key, parts in heard.items()}
 
 
 class CallSession:
@@ -129,10 +80,10 @@ class CallSession:
         self.end_reason = ""
         self.vad = EnergyVad(settings.vad_threshold_rms, start_frames=5,
                              end_silence_frames=max(1, settings.vad_end_silence_ms // FRAME_MS))
+        self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON)
         self.asr_failed = False
         self._reply: Reply | None = None
         self._gen = 0
-        self._pending: list[str] = []
         self._frames = 0
         self._last_activity = time.monotonic()
         self._idle_prompts = 0
@@ -159,10 +110,12 @@ class CallSession:
             return
         self.state = State.STOPPED
         self.end_reason = reason
-        if self._reply is not None:
-            if self._reply.task is not None and not self._reply.task.done():
-                self._reply.task.cancel()
-            self._finish_reply(self._reply, interrupted=self._reply.playing)
+        reply = self._reply
+        if reply is not None:
+            if reply.task is not None and not reply.task.done():
+                reply.task.cancel()
+            if not reply.state.final:  # still playing (or being cut): the caller hears no more of it
+                self._advance(reply, ReplyState.INTERRUPTED)
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -181,27 +134,19 @@ class CallSession:
         """Per 20 ms frame: keep it short."""
         pcm = ulaw_to_pcm(ulaw)
         self._frames += 1
-        event = self.vad.update(rms(pcm), time.monotonic())
-        if event is VadEvent.SPEECH_START:
-            self._caller_active()
-            if self._reply is not None and self._reply.playing:
-                await self._barge_in("voice")
-        elif event is VadEvent.SPEECH_END and not self.asr_failed:
-            await self.asr.finalize()
+        if (work := self.turn_detector.on_frame(rms(pcm), time.monotonic())) is not None:
+            await work
         if not self.asr_failed:
             await self.asr.send(pcm)
 
     async def on_dtmf(self, digit: str) -> None:
         self._event("dtmf", digit=digit)
-        if digit == "0":
-            self._caller_active()
-            self._pending.append(DTMF_PERSON)
-            await self._close_turn(speech_end=time.monotonic())
+        await self.turn_detector.on_dtmf(digit)
 
     def on_mark(self, name: str) -> None:
         reply = self._reply
         gen, _, index = name.partition(".")
-        if reply is None or reply.interrupted or gen != str(reply.gen):
+        if reply is None or not reply.live or gen != str(reply.gen):
             return  # stale: an echo of audio that a `clear` dropped, or of an older reply
         try:
             sentence = reply.sentences[int(index)]
@@ -219,17 +164,17 @@ class CallSession:
     def stream_s(self) -> float:
         return self._frames * FRAME_MS / 1000.0
 
-    # --- turn-taking -----------------------------------------------------------------------------
+    # --- recognizer ------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
         try:
             async for event in self.asr.events():
                 if isinstance(event, Transcript):
-                    await self._on_transcript(event)
+                    await self.turn_detector.on_transcript(event)
                 elif isinstance(event, UtteranceEnd):
-                    await self._close_turn()
+                    await self.turn_detector.on_utterance_end()
                 elif isinstance(event, SpeechNotUnderstood) and self.state is State.STREAMING:
-                    self._caller_active()  # they spoke: not silence, whatever the words were
+                    self.on_caller_active()  # they spoke: not silence, whatever the words were
                     self._say(event.notice)
                 elif isinstance(event, RecognizerFailed):
                     await self._recognizer_failed(event.reason)
@@ -239,45 +184,58 @@ class CallSession:
             log.exception("recognizer failed on %s", self.info.call_sid)
             await self._recognizer_failed(str(exc))
 
-    async def _on_transcript(self, event: Transcript) -> None:
-        text = event.text.strip()
-        if not text:
-            return
-        self._caller_active()
-        reply = self._reply
-        if reply is not None and reply.playing and event.end_s > reply.stream_s_at_start:
-            await self._barge_in("words")
-        if event.is_final:
-            self._pending.append(text)
-        if event.speech_final:
-            await self._close_turn()
+    # --- turn hooks: the TurnDetector decides, these act (services/orchestrator/turns.py) ------
 
-    async def _close_turn(self, speech_end: float | None = None) -> None:
-        """The caller finished a turn: answer it. Called once per turn (pending text is consumed)."""
-        if not self._pending or self.state is not State.STREAMING:
+    def speaking_since(self) -> float | None:
+        reply = self._reply
+        return reply.stream_s_at_start if reply is not None and reply.playing else None
+
+    def taking_turns(self) -> bool:
+        return self.state is State.STREAMING
+
+    def on_caller_active(self) -> None:
+        self._last_activity = time.monotonic()
+        self._idle_prompts = 0
+
+    async def finalize_recognizer(self) -> None:
+        if not self.asr_failed:
+            await self.asr.finalize()
+
+    async def on_barge_in(self, why: str) -> None:
+        """Stop the audible reply: cancel it, `clear` what Twilio still buffers, and keep in history
+        what the caller heard up to the moment the clear went out."""
+        reply = self._reply
+        if reply is None or not reply.live:
             return
-        now = time.monotonic()
-        text = " ".join(self._pending)
-        self._pending.clear()
-        if self._reply is not None and self._reply.playing:
-            await self._barge_in("new turn")  # the caller went on (or pressed 0) while we answered
-        latency = TurnLatency(speech_end=speech_end or self.vad.last_voiced_at or now, transcript_at=now)
-        turn = TurnRecord(self._turn_base + len(self.turns), "caller", text, now, latency=latency)
+        self._advance(reply, ReplyState.CUT)
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+        if reply.sentences or (reply.task is not None and reply.latency.first_audio_at):
+            await self.sender.clear()
+        if reply.state is ReplyState.CUT:  # unless the call's end or a newer reply finished it meanwhile
+            self._advance(reply, ReplyState.INTERRUPTED)
+        heard = reply.record.heard_text or ""
+        if reply.action is not None and reply.action.kind == "end_call" and self.state is State.ENDING:
+            self.state = State.STREAMING  # the caller is not done after all
+        reply.action = None
+        self._event("barge_in", why=why, heard=heard)
+
+    def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
+        latency = TurnLatency(speech_end=speech_end, transcript_at=closed_at)
+        turn = TurnRecord(self._turn_base + len(self.turns), "caller", text, closed_at, latency=latency)
         self.turns.append(turn)
         self.history.append(Message("user", text))
         reply = self._new_reply(latency, caller_turn=turn)
         reply.task = asyncio.create_task(self._run_reply(reply), name=f"reply {reply.gen}")
 
-    def _caller_active(self) -> None:
-        self._last_activity = time.monotonic()
-        self._idle_prompts = 0
-
     # --- replies ----------------------------------------------------------------------------------
 
     def _new_reply(self, latency: TurnLatency, caller_turn: TurnRecord | None = None) -> Reply:
         previous = self._reply
-        if previous is not None and not previous.finished:
-            self._finish_reply(previous, interrupted=False)  # it plays on; a new line follows it
+        if previous is not None and not previous.state.final:
+            # It plays on and a new line follows it; one being cut is interrupted here, not later.
+            cut = previous.state is ReplyState.CUT
+            self._advance(previous, ReplyState.INTERRUPTED if cut else ReplyState.SUPERSEDED)
         self._gen += 1
         # A fresh encoder per reply: an interrupted reply's leftovers can never leak into the next.
         encoder = OutboundEncoder(self.tts.sample_rate, self.tts.encoding, self.settings.soxr_quality)
@@ -325,47 +283,32 @@ class CallSession:
         self._sent(reply)
 
     async def _think(self, reply: Reply) -> None:
-        """Brain rounds until it stops calling tools; text is spoken while tools run."""
-        latency = reply.latency
-        budget = ToolBudget(self.settings.tool_timeout_s, self.settings.tool_one_moment_s)
-        for _ in range(self.settings.max_tool_rounds):
-            message = Message("assistant")
-            context = self.history + reply.messages
-            reply.messages.append(message)
-            chunker = SentenceChunker()
-            calls: list[ToolCall] = []
-            if latency.llm_request_at is None:
-                latency.llm_request_at = time.monotonic()
-            async for out in self.brain.respond(context, self.toolbox.specs):
-                if latency.llm_first_at is None:
-                    latency.llm_first_at = time.monotonic()
-                if isinstance(out, TextDelta):
-                    message.content += out.text
-                    for sentence in chunker.push(out.text):
-                        reply.speaker.say(sentence, message)
-                elif isinstance(out, ToolCall):
-                    calls.append(out)
+        """The brain's turn (generation.run_turn): its words are spoken sentence by sentence while
+        tools run, and a tool that keeps the caller waiting has them hear ONE_MOMENT."""
+        chunker = SentenceChunker()
+
+        def speak(message: Message, text: str) -> None:
+            for sentence in chunker.push(text):
+                reply.speaker.say(sentence, message)
+
+        def spoken(message: Message) -> None:
             if (rest := chunker.flush()) is not None:
                 reply.speaker.say(rest, message)
-            if not calls:
-                return
-            message.tool_calls = calls
 
-            def one_moment(message: Message = message) -> None:
-                message.content = f"{message.content} {ONE_MOMENT}".strip()
-                reply.speaker.say(ONE_MOMENT, message)
+        def one_moment(message: Message) -> None:
+            message.content = f"{message.content} {ONE_MOMENT}".strip()
+            reply.speaker.say(ONE_MOMENT, message)
 
-            for call in calls:
-                started = time.monotonic()
-                result = await self.toolbox.run(call, one_moment, budget)
-                latency.add_tool_run(started, time.monotonic())
-                self._event("tool", name=call.name, arguments=call.arguments, result=result.data)
-                reply.messages.append(Message("tool", json.dumps(result.data), tool_call_id=call.id,
-                                              name=call.name))
-                if result.action is not None:
-                    reply.action = result.action
-        log.warning("brain kept calling tools on %s; stopping after %d rounds",
-                    self.info.call_sid, self.settings.max_tool_rounds)
+        def ran(call: ToolCall, result: ToolResult) -> None:
+            self._event("tool", name=call.name, arguments=call.arguments, result=result.data)
+            if result.action is not None:
+                reply.action = result.action
+
+        await run_turn(self.brain, system_prompt(self.toolbox.ctx.profile), self.history, self.toolbox,
+                       messages=reply.messages, timings=reply.latency,
+                       budget=ToolBudget(self.settings.tool_timeout_s, self.settings.tool_one_moment_s),
+                       max_rounds=self.settings.max_tool_rounds,
+                       on_text=speak, on_words=spoken, on_hold=one_moment, on_tool=ran)
 
     def _speak_fallback(self, reply: Reply) -> None:
         message = Message("assistant", FALLBACK_LINE)
@@ -374,50 +317,35 @@ class CallSession:
 
     def _sent(self, reply: Reply) -> None:
         """Everything of the reply has been sent; it ends when its last mark comes back."""
-        reply.all_sent = True
         if reply.gen == 1 and reply.latency.first_audio_at is not None:
             self.info.greeting_ms = round((reply.latency.first_audio_at - self.info.started_at) * 1000, 1)
-        self._commit(reply)
-        if reply is self._reply and not reply.interrupted and not reply.playing:
+        if reply.state is ReplyState.SUPERSEDED:
+            return  # a newer reply took over while this one was still sending: it is recorded already
+        self._advance(reply, ReplyState.SENT)
+        if reply is self._reply and not reply.playing:
             self._played(reply)
-
-    def _commit(self, reply: Reply) -> None:
-        """The reply's messages join history (in order, before any later caller turn)."""
-        if not reply.committed:
-            reply.committed = True
-            self.history.extend(reply.messages)
 
     def _played(self, reply: Reply) -> None:
         """The caller has heard the whole reply."""
-        self._finish_reply(reply, interrupted=False)
+        self._advance(reply, ReplyState.PLAYED)
         self._last_activity = time.monotonic()
         if reply.action is not None and self.state is not State.STOPPED:
             action, reply.action = reply.action, None
             self._tasks.append(asyncio.create_task(self._carry_out(action)))
 
-    async def _barge_in(self, why: str) -> None:
-        reply = self._reply
-        if reply is None or reply.interrupted:
-            return
-        reply.interrupted = True
-        if reply.task is not None and not reply.task.done():
-            reply.task.cancel()
-        if reply.sentences or (reply.task is not None and reply.latency.first_audio_at):
-            await self.sender.clear()
-        heard = self._finish_reply(reply, interrupted=True)
-        if reply.action is not None and reply.action.kind == "end_call" and self.state is State.ENDING:
-            self.state = State.STREAMING  # the caller is not done after all
-        reply.action = None
-        self._event("barge_in", why=why, heard=heard)
+    def _advance(self, reply: Reply, to: ReplyState) -> None:
+        """Move the reply on (Reply.move refuses a step its lifecycle lacks) and do what the step
+        means: its messages join history when it leaves SPEAKING (in order, before any later caller
+        turn), and its turn is recorded when it reaches a final state. So each happens once."""
+        if reply.move(to) is ReplyState.SPEAKING:
+            self.history.extend(reply.messages)
+        if to.final:
+            self._record(reply, cut=to is ReplyState.INTERRUPTED)
 
-    def _finish_reply(self, reply: Reply, interrupted: bool) -> str:
-        """History keeps what the caller heard; the turns are recorded. Runs once per reply."""
-        if reply.finished:
-            return reply.record.heard_text or ""
-        reply.finished = True
-        self._commit(reply)
+    def _record(self, reply: Reply, cut: bool) -> None:
+        """History keeps what the caller heard of a cut reply; the turns are recorded."""
         spoken = " ".join(m.content for m in reply.messages if m.role == "assistant" and m.content)
-        if interrupted:
+        if cut:
             heard = reply.heard(time.monotonic())
             for message in reply.messages:
                 if message.role == "assistant":
@@ -431,7 +359,7 @@ class CallSession:
         heard_text = " ".join(m.content for m in reply.messages if m.role == "assistant" and m.content)
         reply.record.text = spoken
         reply.record.heard_text = heard_text
-        reply.record.interrupted = interrupted
+        reply.record.interrupted = cut
         if reply.caller_turn is not None:
             self.recorder.turn(self.info, reply.caller_turn)
         if spoken:
@@ -439,7 +367,6 @@ class CallSession:
             reply.record.at = time.monotonic()
             self.turns.append(reply.record)
             self.recorder.turn(self.info, reply.record)
-        return heard_text
 
     async def _carry_out(self, action: CallAction) -> None:
         if action.kind == "end_call":
@@ -464,7 +391,7 @@ class CallSession:
     def _greet(self) -> None:
         if self.transfer_failed:  # back from a <Dial> nobody answered: say so, offer a message
             why = DIAL_FAILED.get(self.transfer_failed, "nobody could take the call")
-            self._say(f"I'm sorry, I couldn't put you through: {why}. {TAKE_A_MESSAGE}")
+            self._say(not_put_through(why))
             return
         if self.greeting_audio is None:  # the cache could not render it: synthesize live
             self._say(self.greeting_text)
@@ -472,13 +399,13 @@ class CallSession:
         reply = self._new_reply(TurnLatency())
         message = Message("assistant", self.greeting_text)
         reply.messages.append(message)
-        reply.task = asyncio.create_task(self._send_greeting(reply, message), name="greeting")
+        reply.task = asyncio.create_task(self._send_greeting(reply, message, self.greeting_audio), name="greeting")
 
-    async def _send_greeting(self, reply: Reply, message: Message) -> None:
+    async def _send_greeting(self, reply: Reply, message: Message, audio: bytes) -> None:
         sentence = SpokenSentence(self.greeting_text, f"{reply.gen}.0", message)
-        await send_frames(self.sender, self.greeting_audio)
+        await send_frames(self.sender, audio)
         sentence.first_sent_at = reply.latency.first_audio_at = time.monotonic()
-        sentence.audio_bytes = len(self.greeting_audio)
+        sentence.audio_bytes = len(audio)
         reply.sentences.append(sentence)
         await self.sender.mark(sentence.mark)
         self._sent(reply)
@@ -497,7 +424,7 @@ class CallSession:
                 return
             if self.state is not State.STREAMING:
                 continue
-            busy = (self._reply is not None and self._reply.playing) or self.vad.speaking or self._pending
+            busy = (self._reply is not None and self._reply.playing) or self.turn_detector.mid_turn
             if overtime > 0 and not busy:
                 self.state = State.ENDING
                 self._say(MAX_DURATION_GOODBYE, CallAction("end_call", reason="maximum call length"))

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from services.audio.codec import OutboundEncoder, TWILIO_RATE
+from services.audio.codec import TWILIO_RATE, OutboundEncoder
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
+from services.receptionist.lines import APOLOGY_LINE
 from services.telephony.media_streams import StreamSender
 from services.tts.base import SpeechSynthesizer
 
@@ -28,7 +29,6 @@ MAX_MESSAGE_FRAMES = 50  # one media message carries at most 1 s of audio
 # A voice with no audio this long after a sentence was asked of it has failed that sentence.
 # Aura answers in ~0.3 s and OpenAI's speech in ~0.5-1.5 s; past 3 s the caller hears dead air.
 TTS_FIRST_BYTE_TIMEOUT_S = 3.0
-APOLOGY_LINE = "Sorry, I'm having trouble speaking right now."
 
 
 @dataclass(slots=True)
@@ -132,7 +132,7 @@ class Synthesis:
             await stream.aclose()  # cancellation or a stall closes the provider's HTTP stream now
         return True
 
-    async def chunks(self):
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         while (item := await self._queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
@@ -154,8 +154,8 @@ class Speaker:
     fallback: SpeechFallback | None = None
     on_event: Callable[..., None] | None = None   # (kind, **detail): the call log's event
     sentences: list[SpokenSentence] = field(default_factory=list)
-    _inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
-    _jobs: asyncio.Queue = field(default_factory=asyncio.Queue)
+    _inbox: asyncio.Queue[tuple[str, Message | None] | None] = field(default_factory=asyncio.Queue)
+    _jobs: asyncio.Queue[Synthesis | None] = field(default_factory=asyncio.Queue)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     _live: list[Synthesis] = field(default_factory=list)
     _fallback_encoder: OutboundEncoder | None = None
@@ -208,7 +208,9 @@ class Speaker:
         except SpeechFailed as failed:
             await self._unspoken(sentence, failed)
             return
-        encoder = self.encoder if job.voice is self.tts else self._taken_over(job)
+        voice = job.voice
+        assert voice is not None  # a voice is set before its first byte is queued
+        encoder = self.encoder if voice is self.tts else self._taken_over(job)
         if self.latency.tts_first_at is None:
             self.latency.tts_first_at = job.first_byte_at
         try:
@@ -216,7 +218,7 @@ class Speaker:
             async for chunk in chunks:
                 await self._send_audio(sentence, encoder.push(chunk))
         except Exception as exc:  # what was sent stays sent (and marked); the next sentence follows
-            reason = failure(job.voice, exc)
+            reason = failure(voice, exc)
             log.error("speech synthesis broke off mid-sentence (%s); going on with the next", reason)
             self._report("provider_error", provider="tts", heard="part", error=reason)
         await self._send_audio(sentence, encoder.flush())
@@ -228,11 +230,12 @@ class Speaker:
         """The fallback voice took the sentence over: the call log hears of it, and its audio gets
         an encoder of its own, as its rate and encoding may differ from the main voice's (Aura
         mu-law 8 kHz, OpenAI PCM 24 kHz)."""
-        voice, reason = job.voice, "; ".join(job.failures)
+        voice, reason, fallback = job.voice, "; ".join(job.failures), self.fallback
+        assert voice is not None and fallback is not None  # only a fallback voice takes a sentence over
         log.warning("the main voice failed a sentence (%s); %s says it", reason, voice_name(voice))
         self._report("tts_fallback", provider=voice_name(self.tts), error=reason, spoken_by=voice_name(voice))
         if self._fallback_encoder is None:
-            self._fallback_encoder = OutboundEncoder(voice.sample_rate, voice.encoding, self.fallback.quality)
+            self._fallback_encoder = OutboundEncoder(voice.sample_rate, voice.encoding, fallback.quality)
         return self._fallback_encoder
 
     async def _unspoken(self, sentence: SpokenSentence, failed: SpeechFailed) -> None:
@@ -241,7 +244,7 @@ class Speaker:
         heard = "apology" if apology and not self._apologized else "nothing"
         log.error("no voice could say a sentence (%s); the caller hears %s", failed, heard)
         self._report("provider_error", provider="tts", error=str(failed), heard=heard)
-        if heard == "nothing":
+        if apology is None or heard == "nothing":  # (no apology: heard is "nothing")
             return
         self._apologized = True
         if self.latency.tts_first_at is None:

@@ -19,9 +19,10 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -289,7 +290,7 @@ class _Session:
                 return False
             try:
                 await asyncio.wait_for(self._tick.wait(), min(remaining, 0.25))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -298,7 +299,7 @@ class _Session:
         if seconds > 0:
             try:
                 await asyncio.wait_for(self._closed.wait(), seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- the session ------------------------------------------------------------------------------
@@ -325,8 +326,8 @@ class _Session:
             while not (driver.done() or closed.done() or replaced.done()):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task not in (driver, closed, replaced) and not task.cancelled() and task.exception():
-                        raise task.exception()  # a bug in the simulator: do not hide it
+                    if task not in (driver, closed, replaced) and not task.cancelled() and (exc := task.exception()):
+                        raise exc  # a bug in the simulator: do not hide it
             if driver.done() and not replaced.done():
                 driver.result()
                 if not hang_up:  # the bot is expected to end the call (or move it elsewhere)
@@ -361,7 +362,7 @@ class _Session:
             return
         try:  # the server is closing: let the closing handshake finish to learn its code
             await asyncio.wait_for(self.ws.wait_closed(), 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if self.ws.close_code is not None:
             self.result.closed_by_server = True
@@ -400,8 +401,9 @@ class _Session:
         self._speech, self._speech_pos, self._speech_started = audio, 0, None
         self._speech_done = done
         closed = asyncio.ensure_future(self._closed.wait())
+        either: set[asyncio.Future[Any]] = {done, closed}
         try:
-            await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
         return done.result() if done.done() else None
@@ -469,8 +471,9 @@ class _Session:
             while self._streaming:
                 # marks whose audio finished playing in the previous tick, or that lead the queue
                 due, self._echo_next_tick = self._echo_next_tick, []
-                while self._queue and isinstance(self._queue[0], _Marker):
-                    due.append(self._queue.popleft().name)
+                while self._queue and isinstance(head := self._queue[0], _Marker):
+                    self._queue.popleft()
+                    due.append(head.name)
                 for name in due:
                     await self._echo(name, played=True)
                 frame = self._take_frame()
@@ -494,11 +497,13 @@ class _Session:
         while self._queue and len(frame) < FRAME_BYTES:
             head = self._queue[0]
             if isinstance(head, _Marker):
-                self._echo_next_tick.append(self._queue.popleft().name)
+                self._queue.popleft()
+                self._echo_next_tick.append(head.name)
                 continue
             need = FRAME_BYTES - len(frame)
             if len(head) <= need:
-                frame += self._queue.popleft()
+                self._queue.popleft()
+                frame += head
             else:
                 frame += head[:need]
                 self._queue[0] = head[need:]

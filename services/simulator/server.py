@@ -72,7 +72,7 @@ async def serve_app(app: Any, *, host: str = "127.0.0.1", log_level: str = "warn
         server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(task), startup_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             server.force_exit = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 
 from services.storage.database import Database
 from services.storage.models import Call, WebhookReceipt, utcnow
-from services.storage.sql import insert_ignore
+from services.storage.sql import insert_ignore, rowcount
 
 log = logging.getLogger("zylin.storage.admission")
 
@@ -59,7 +59,7 @@ class Admission:
                 Call.call_sid == call_sid,
                 or_(Call.stream_segment.is_(None), Call.stream_segment < segment),
             ).values(stream_segment=segment))
-            return result.rowcount == 1
+            return rowcount(result) == 1
 
     # --- callbacks ---------------------------------------------------------------------------------
 
@@ -68,7 +68,7 @@ class Admission:
         async with self.db.write() as session:
             result = await session.execute(insert_ignore(session, WebhookReceipt, [{
                 "key": key, "call_sid": call_sid, "received_at": utcnow()}]))
-            return result.rowcount == 1
+            return rowcount(result) == 1
 
     async def record_answer(self, key: str, twiml: str) -> None:
         async with self.db.write() as session:
@@ -131,7 +131,7 @@ class Admission:
                 Call.call_sid == call_sid,
                 or_(Call.turn_lease_until.is_(None), Call.turn_lease_until < now, Call.turn_lease_owner == owner),
             ).values(turn_lease_owner=owner, turn_lease_until=until))
-            return result.rowcount == 1
+            return rowcount(result) == 1
 
     @contextlib.asynccontextmanager
     async def one_turn_at_a_time(self, call_sid: str, *, hold_s: float, wait_s: float) -> AsyncIterator[bool]:

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.storage.database import Database
 from services.storage.models import ACTIVE_BOOKING, Booking, BookingClaim, Call, utcnow
 from services.storage.records import BookingRecord, booking_record
+from services.storage.sql import dialect_name
 
 log = logging.getLogger("zylin.storage.bookings")
 
@@ -240,7 +241,7 @@ async def _insert_with_code(session: AsyncSession, booking: Booking) -> None:
 
 async def _active(session: AsyncSession, code: str) -> Booking:
     query = select(Booking).where(Booking.code == _normal_code(code), Booking.status.in_(ACTIVE_BOOKING))
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         query = query.with_for_update()
     booking = (await session.scalars(query)).one_or_none()
     if booking is None:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
-    TypeDecorator, UniqueConstraint,
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -34,7 +43,7 @@ class Clipped(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect) -> str | None:
-        limit = self.impl.length
+        limit = cast(String, self.impl).length  # TypeDecorator.__init__ made `impl` a String(length)
         if isinstance(value, str) and limit is not None and len(value) > limit:
             return value[:limit]
         return value

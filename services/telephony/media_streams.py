@@ -22,7 +22,6 @@ import reprlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Union
 
 
 class ProtocolError(ValueError):
@@ -80,7 +79,7 @@ class Stop:
     call_sid: str
 
 
-InboundEvent = Union[Connected, Start, Media, Dtmf, Mark, Stop]
+InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop
 
 
 def _section(msg: dict, key: str) -> dict:
@@ -209,7 +208,9 @@ def _event(msg: dict, event: object) -> InboundEvent:
     if event == "start":
         return _start(msg)
     if event == "stop":
-        stop = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+        stop = msg.get("stop")
+        if not isinstance(stop, dict):
+            stop = {}
         return Stop(stream_sid=_str(msg, "streamSid"), call_sid=str(stop.get("callSid", "")))
     if event == "connected":
         return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))

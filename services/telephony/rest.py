@@ -74,7 +74,7 @@ class _RebasedHttpClient(AsyncTwilioHttpClient):
         super().__init__(**kwargs)
         self.base_url = base_url.rstrip("/")
 
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any):  # type: ignore[override]
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any):
         if url.startswith(TWILIO_API):
             url = self.base_url + url[len(TWILIO_API):]
         return await super().request(method, url, *args, **kwargs)

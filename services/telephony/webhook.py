@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-
 STREAM_TOKEN_TTL_S = 300   # Twilio opens the stream within seconds of fetching the TwiML
 
 

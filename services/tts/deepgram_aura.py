@@ -4,7 +4,7 @@ goes straight to 20 ms frames with no resampling and no transcoding."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import httpx
@@ -12,6 +12,7 @@ from deepgram import AsyncDeepgramClient
 
 from services.asr.deepgram import deepgram_environment
 from services.settings import Settings
+from services.tts.base import AudioEncoding
 
 log = logging.getLogger("zylin.tts.aura")
 
@@ -20,7 +21,7 @@ class AuraSynthesizer:
     """One per process: requests are independent and share the client's connection pool."""
 
     sample_rate = 8000
-    encoding = "mulaw"
+    encoding: AudioEncoding = "mulaw"
 
     def __init__(self, settings: Settings, *, timeout_s: float = 15.0) -> None:
         self.model = settings.deepgram_tts_model
@@ -29,7 +30,7 @@ class AuraSynthesizer:
         self._client = AsyncDeepgramClient(api_key=settings.deepgram_api_key, httpx_client=self._http,
                                            environment=deepgram_environment(settings.deepgram_base_url))
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Audio for `text` as it arrives; closing this iterator closes the HTTP response."""
         audio = self._client.speak.v1.audio.generate(
             text=text, model=self.model, encoding="mulaw", sample_rate=8000, container="none",

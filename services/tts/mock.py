@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import numpy as np
+
+from services.tts.base import AudioEncoding
 
 CHUNK_BYTES = 4801
 WORD_GAP_S = 0.06
@@ -25,7 +27,7 @@ CACHE_SIZE = 64
 class MockSynthesizer:
     """A SpeechSynthesizer that renders deterministic synthetic speech locally."""
 
-    encoding = "pcm16"
+    encoding: AudioEncoding = "pcm16"
 
     def __init__(self, chars_per_s: float = 15.0, delay_ms: float = 0.0, sample_rate: int = 24000) -> None:
         if chars_per_s <= 0:
@@ -40,7 +42,7 @@ class MockSynthesizer:
         """How long `text` takes to say at this speaking rate."""
         return len(text.strip()) / self.chars_per_s
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # time to first byte
         audio = self._audio(text)
@@ -85,7 +87,9 @@ class MockSynthesizer:
         f0 = 100.0 + zlib.crc32(word.lower().encode()) % 121
         t = np.arange(n, dtype=np.float32) / self.sample_rate
         phase = 2 * np.pi * f0 * (t - 0.1 * t * t)  # slight pitch declination, as in speech
-        wave = sum(a * np.sin(k * phase) for k, a in enumerate(HARMONICS, start=1))
+        wave: np.ndarray = np.zeros(n, dtype=np.float32)
+        for k, a in enumerate(HARMONICS, start=1):
+            wave = wave + a * np.sin(k * phase)
         attack = min(n, round(0.015 * self.sample_rate))
         decay = min(n - attack, round(0.04 * self.sample_rate))
         envelope = np.ones(n, dtype=np.float32)

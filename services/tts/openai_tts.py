@@ -7,12 +7,14 @@ the odd byte), so the first audio of a sentence leaves as early as the network a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any, cast
 
 from openai import AsyncOpenAI
 
 from services.settings import Settings
+from services.tts.base import AudioEncoding
 
 log = logging.getLogger("zylin.tts.openai")
 
@@ -24,7 +26,7 @@ class OpenAISynthesizer:
     """One per process: requests are independent and share the client's connection pool."""
 
     sample_rate = 24000
-    encoding = "pcm16"
+    encoding: AudioEncoding = "pcm16"
 
     def __init__(self, settings: Settings, *, timeout_s: float = 15.0, max_retries: int = 1) -> None:
         self.model = settings.openai_tts_model
@@ -35,12 +37,14 @@ class OpenAISynthesizer:
         self._client = AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url or None,
                                    max_retries=max_retries, timeout=timeout_s)
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Audio for `text` as it arrives; closing this iterator closes the HTTP response."""
-        extra = {"instructions": self._instructions} if self._instructions else {}
+        extra: dict[str, Any] = {"instructions": self._instructions} if self._instructions else {}
         async with self._client.audio.speech.with_streaming_response.create(
                 model=self.model, voice=self.voice, input=text, response_format="pcm", **extra) as response:
-            async with aclosing(response.iter_bytes()) as chunks:
+            # iter_bytes() is an async generator, though the SDK annotates it as an AsyncIterator
+            chunks_gen = cast(AsyncGenerator[bytes, None], response.iter_bytes())
+            async with aclosing(chunks_gen) as chunks:
                 async for chunk in chunks:
                     if chunk:
                         yield chunk

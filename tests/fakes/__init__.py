@@ -95,7 +95,7 @@ class ResponseWriter:
         await self.send(status, json.dumps(obj).encode(), headers)
 
     async def begin(self, status: int, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.gone  # start watching for a client that leaves mid-stream
+        _ = self.gone  # start watching for a client that leaves mid-stream
         self._writer.write(self._head(status, {"content-type": content_type,
                                                "transfer-encoding": "chunked", "connection": "close",
                                                **(headers or {})}))

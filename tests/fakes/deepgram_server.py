@@ -24,7 +24,7 @@ import math
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -134,7 +134,7 @@ class ListenSession:
         await self.send_json({
             "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
             "sha256": hashlib.sha256(bytes(self.audio)).hexdigest(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "created": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "duration": round(self.audio_seconds, 3), "channels": 1, "models": [MODEL_UUID],
             "model_info": {MODEL_UUID: MODEL_INFO},
         })
@@ -509,7 +509,7 @@ class FakeDeepgram(HttpServer):
         await out.send_json(200, {
             "metadata": {"transaction_key": "deprecated", "request_id": str(uuid.uuid4()),
                          "sha256": hashlib.sha256(request.body).hexdigest(),
-                         "created": datetime.now(timezone.utc).isoformat(), "duration": duration,
+                         "created": datetime.now(UTC).isoformat(), "duration": duration,
                          "channels": 1, "models": [MODEL_UUID], "model_info": {MODEL_UUID: MODEL_INFO}},
             "results": {"channels": [{"alternatives": [
                 results_message(text, is_final=True, speech_final=True, start=0.0,

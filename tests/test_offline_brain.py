@@ -1,4 +1,4 @@
-"""The mock brain answers from the business profile and uses the receptionist's tools."""
+"""The offline brain answers from the business profile and uses the receptionist's tools."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
-from services.llm.mock import MockBrain
 from services.receptionist import tools as receptionist_tools
+from services.receptionist.offline.brain import OfflineBrain
 from services.receptionist.profile import load_profile, parse_profile
 from services.receptionist.tools import CallContext, Toolbox, tool_specs
 from services.storage import Storage
@@ -39,12 +39,13 @@ BOOKING_TOOLS = ("check_availability", "book_appointment", "find_bookings", "res
 # The tool layer's specs for this profile.
 ALL_TOOLS = list(tool_specs(PROFILE).values())
 NO_TOOLS: list[ToolSpec] = []
+INSTRUCTIONS = ""  # the offline brain answers from its profile; it has no use for a model's instructions
 
 
-async def turn(brain: MockBrain, history: list[Message], tools: list[ToolSpec] = ALL_TOOLS):
+async def turn(brain: OfflineBrain, history: list[Message], tools: list[ToolSpec] = ALL_TOOLS):
     """One brain turn: the streamed deltas, the spoken text and the tool calls."""
     async def collect() -> list:
-        return [out async for out in brain.respond(history, tools)]
+        return [out async for out in brain.respond(INSTRUCTIONS, history, tools)]
 
     outputs = await asyncio.wait_for(collect(), timeout=5)
     deltas = [o for o in outputs if isinstance(o, TextDelta)]
@@ -59,7 +60,7 @@ def user(text: str) -> list[Message]:
 
 @pytest.mark.asyncio
 async def test_a_question_about_hours_is_answered_from_the_profile_in_a_stream_of_words() -> None:
-    deltas, text, calls = await turn(MockBrain(PROFILE), user("What are your opening hours?"))
+    deltas, text, calls = await turn(OfflineBrain(PROFILE), user("What are your opening hours?"))
     assert text == PROFILE.hours_sentence()
     assert calls == []
     assert len(deltas) == len(text.split()) > 3
@@ -68,42 +69,42 @@ async def test_a_question_about_hours_is_answered_from_the_profile_in_a_stream_o
 
 @pytest.mark.asyncio
 async def test_asking_about_prices_lists_the_services() -> None:
-    _, text, _ = await turn(MockBrain(PROFILE), user("How much do your services cost?"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("How much do your services cost?"))
     assert text == PROFILE.services_sentence()
 
 
 @pytest.mark.asyncio
 async def test_asking_about_one_service_gives_its_price_and_length() -> None:
-    _, text, _ = await turn(MockBrain(PROFILE), user("How much is whitening?"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("How much is whitening?"))
     assert "$300" in text and "60 minutes" in text
-    _, text, _ = await turn(MockBrain(PROFILE), user("What does a consultation cost?"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("What does a consultation cost?"))
     assert "free" in text and "30 minutes" in text
 
 
 @pytest.mark.asyncio
 async def test_a_faq_topic_gets_the_owner_s_answer() -> None:
-    _, text, _ = await turn(MockBrain(PROFILE), user("Is there parking nearby?"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("Is there parking nearby?"))
     assert text == "There is free parking behind the building."
 
 
 @pytest.mark.asyncio
 async def test_a_caller_who_wants_to_book_is_asked_for_service_and_time() -> None:
-    _, text, calls = await turn(MockBrain(PROFILE), user("I'd like to schedule an appointment"))
+    _, text, calls = await turn(OfflineBrain(PROFILE), user("I'd like to schedule an appointment"))
     assert "book an appointment" in text and "Which service" in text
     assert calls == []
 
 
 @pytest.mark.asyncio
 async def test_a_greeting_is_greeted_back_and_anything_else_gets_the_menu() -> None:
-    _, text, _ = await turn(MockBrain(PROFILE), user("Hello"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("Hello"))
     assert text == "Hello! How can I help you today?"
-    _, text, _ = await turn(MockBrain(PROFILE), user("My cat is orange"))
+    _, text, _ = await turn(OfflineBrain(PROFILE), user("My cat is orange"))
     assert text.startswith("Sorry, I can help with our hours")
 
 
 @pytest.mark.asyncio
 async def test_saying_goodbye_gets_a_goodbye_and_ends_the_call() -> None:
-    _, text, calls = await turn(MockBrain(PROFILE), user("No, that's all, thanks. Bye!"))
+    _, text, calls = await turn(OfflineBrain(PROFILE), user("No, that's all, thanks. Bye!"))
     assert text == "Thanks for calling Bright Smile Dental. Goodbye!"
     assert [c.name for c in calls] == ["end_call"]
     assert calls[0].arguments["reason"]
@@ -112,7 +113,7 @@ async def test_saying_goodbye_gets_a_goodbye_and_ends_the_call() -> None:
 @pytest.mark.asyncio
 async def test_asking_for_a_person_transfers_the_call() -> None:
     for said in ("Can I talk to a real person?", "Put me through to the manager", "(caller pressed 0)"):
-        _, text, calls = await turn(MockBrain(PROFILE), user(said))
+        _, text, calls = await turn(OfflineBrain(PROFILE), user(said))
         assert [c.name for c in calls] == ["transfer_to_human"], said
         assert calls[0].arguments["reason"]
         assert text in ("", "Sure.")
@@ -120,15 +121,15 @@ async def test_asking_for_a_person_transfers_the_call() -> None:
 
 @pytest.mark.asyncio
 async def test_only_offered_tools_are_called_otherwise_the_brain_just_talks() -> None:
-    _, text, calls = await turn(MockBrain(PROFILE), user("goodbye"), NO_TOOLS)
+    _, text, calls = await turn(OfflineBrain(PROFILE), user("goodbye"), NO_TOOLS)
     assert calls == [] and text.endswith("Goodbye!")
-    _, text, calls = await turn(MockBrain(PROFILE), user("I want a human"), NO_TOOLS)
+    _, text, calls = await turn(OfflineBrain(PROFILE), user("I want a human"), NO_TOOLS)
     assert calls == [] and "What would you like me to pass on?" in text
 
 
 @pytest.mark.asyncio
 async def test_a_failed_transfer_offers_a_message_and_the_reply_is_taken_as_the_message() -> None:
-    brain = MockBrain(PROFILE)
+    brain = OfflineBrain(PROFILE)
     history = user("Can I speak to someone?")
     _, _, (call,) = await turn(brain, history)
     refused = {"ok": False, "reason": "no one can take calls on this line right now"}
@@ -159,17 +160,17 @@ async def test_tool_results_get_the_matching_follow_up_line() -> None:
         return [Message("user", "x"), Message("assistant", "", tool_calls=[call]),
                 Message("tool", json.dumps(data), tool_call_id="call_9")]  # name found by id
 
-    _, text, _ = await turn(MockBrain(PROFILE), after("transfer_to_human", {"ok": True}))
+    _, text, _ = await turn(OfflineBrain(PROFILE), after("transfer_to_human", {"ok": True}))
     assert text == "Of course. I'm connecting you now, please hold."
-    _, text, calls = await turn(MockBrain(PROFILE), after("end_call", {"ok": True}))
+    _, text, calls = await turn(OfflineBrain(PROFILE), after("end_call", {"ok": True}))
     assert (text, calls) == ("", [])
-    _, text, calls = await turn(MockBrain(PROFILE), after("look_up_weather", {"ok": True}))
+    _, text, calls = await turn(OfflineBrain(PROFILE), after("look_up_weather", {"ok": True}))
     assert text and len(text.split()) <= 4 and calls == []
 
 
 @pytest.mark.asyncio
 async def test_tool_call_ids_are_unique_within_a_brain() -> None:
-    brain = MockBrain(PROFILE)
+    brain = OfflineBrain(PROFILE)
     ids = []
     for said in ("bye", "operator please", "goodbye"):
         _, _, calls = await turn(brain, user(said))
@@ -179,8 +180,8 @@ async def test_tool_call_ids_are_unique_within_a_brain() -> None:
 
 @pytest.mark.asyncio
 async def test_first_output_waits_for_the_first_token_latency() -> None:
-    brain = MockBrain(PROFILE, delay_ms=200)
-    stream = brain.respond(user("hello"), ALL_TOOLS)
+    brain = OfflineBrain(PROFILE, delay_ms=200)
+    stream = brain.respond(INSTRUCTIONS, user("hello"), ALL_TOOLS)
     started = time.monotonic()
     first = await asyncio.wait_for(anext(stream), timeout=5)
     assert time.monotonic() - started >= 0.19
@@ -198,7 +199,7 @@ class Call:
     """One call through one brain: the caller speaks, the test answers its tool calls."""
 
     def __init__(self, tools: list[ToolSpec] = ALL_TOOLS) -> None:
-        self.brain = MockBrain(PROFILE, clock=lambda: SUNDAY)
+        self.brain = OfflineBrain(PROFILE, clock=lambda: SUNDAY)
         self.tools = tools
         self.history = [Message("system", "You are Zylin."), Message("assistant", PROFILE.greeting)]
         self.pending: ToolCall | None = None
@@ -478,7 +479,7 @@ async def test_the_call_so_far_is_read_from_the_history_so_a_new_brain_carries_o
     await call.says("I'd like a cleaning tomorrow at 3")
     await call.tool_returns(**FREE_AT_3)
     await call.says("my name is Ann Lee")
-    call.brain = MockBrain(PROFILE, clock=lambda: SUNDAY)  # e.g. after a barge-in cut a reply
+    call.brain = OfflineBrain(PROFILE, clock=lambda: SUNDAY)  # e.g. after a barge-in cut a reply
     _, tool = await call.says("yes")
     assert args(tool)[0] == "book_appointment"
 
@@ -518,9 +519,9 @@ EXAMPLE = load_profile(ROOT / "business.example.toml")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def brain_on(day: datetime) -> MockBrain:
-    """The mock brain of the example business, with the call's clock at 9 am that day."""
-    return MockBrain(EXAMPLE, clock=lambda: day.replace(hour=9, tzinfo=NEW_YORK))
+def brain_on(day: datetime) -> OfflineBrain:
+    """The offline brain of the example business, with the call's clock at 9 am that day."""
+    return OfflineBrain(EXAMPLE, clock=lambda: day.replace(hour=9, tzinfo=NEW_YORK))
 
 
 @pytest.mark.asyncio
@@ -696,7 +697,7 @@ async def said_after(tool: str, data: dict) -> list[str]:
         lines.append(text)
     bare = [Message("user", "x"), Message("assistant", "", tool_calls=[ToolCall("call_9", tool, {})]),
             Message("tool", json.dumps(data), tool_call_id="call_9", name=tool)]
-    _, text, _ = await turn(MockBrain(PROFILE, clock=lambda: SUNDAY), bare)
+    _, text, _ = await turn(OfflineBrain(PROFILE, clock=lambda: SUNDAY), bare)
     return lines + [text]
 
 
@@ -717,5 +718,5 @@ async def test_no_tool_failure_has_the_brain_read_out_what_the_tool_told_it(monk
 
 async def test_a_caller_who_asks_to_leave_a_message_is_asked_what_to_pass_on() -> None:
     for wish in ("Can I leave a message please?", "Could you take a message for the dentist?"):
-        _, text, calls = await turn(MockBrain(PROFILE), user(wish))
+        _, text, calls = await turn(OfflineBrain(PROFILE), user(wish))
         assert text.endswith("What would you like me to pass on?") and calls == [], text

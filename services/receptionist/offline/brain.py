@@ -1,13 +1,14 @@
-"""An offline stand-in for the LLM: keyword rules over the same history, tools and streaming shape.
+"""The offline receptionist's brain: keyword rules over the same history, tools and streaming shape.
 
-It answers from the business profile and calls the receptionist's tools like the real model
-would, so the orchestrator's tool loop, streaming and follow-ups run unchanged without a network.
-The words are understood by `mock_nlu`; this module holds the dialogue.
+It runs when no model is configured: LLM_PROVIDER=mock (the setting keeps that name) or no
+OpenAI key. It answers from the business profile and calls the receptionist's tools like the
+real model would, so the engine's tool loop, streaming and follow-ups run unchanged without a
+network. The words are understood by `understanding`; this module holds the dialogue.
 
 The dialogue state (the appointment being booked, moved or cancelled, and the question last
 asked) belongs to one call, and is rebuilt from that call's history on every turn: each caller
 line and tool result goes through the same rules again. So it always agrees with what the
-orchestrator kept — after a barge-in, a tool result the brain never saw is still folded in.
+engine kept — after a barge-in, a tool result the brain never saw is still folded in.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
-from services.llm import mock_nlu as nlu
 from services.llm.base import BrainOutput, Message, TextDelta, ToolCall, ToolSpec
+from services.receptionist.lines import OFFER_MESSAGE, PASS_ON
+from services.receptionist.offline import understanding as nlu
 from services.receptionist.profile import BusinessProfile, Service
 
-PASS_ON = "What would you like me to pass on?"
-OFFER_MESSAGE = f"I can take a message for the team. {PASS_ON}"
 BOOKING = ("I'd be happy to help you book an appointment. "
            "Which service would you like, and what day and time suit you?")
 GREETING = "Hello! How can I help you today?"
@@ -50,8 +50,9 @@ Awaiting = Literal["", "service", "when", "name", "phone", "pick", "which", "con
 _EXISTING = re.compile(r"\bmy (appointment|booking|reservation)\b|\bappointment i have\b")
 
 
-class MockBrain:
-    """A Brain that follows fixed rules: predictable conversations for tests, demos and benchmarks."""
+class OfflineBrain:
+    """A Brain that follows fixed rules: predictable conversations for tests, demos and benchmarks.
+    It is the profile's own receptionist, so it reads the profile, not the instructions."""
 
     def __init__(self, profile: BusinessProfile, delay_ms: float = 0.0,
                  clock: Callable[[], datetime] | None = None) -> None:
@@ -60,7 +61,8 @@ class MockBrain:
         self.clock = clock or profile.now  # "today" and "tomorrow" are the business's
         self._ids = itertools.count(1)
 
-    async def respond(self, history: list[Message], tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
+    async def respond(self, instructions: str, history: list[Message],
+                      tools: list[ToolSpec]) -> AsyncIterator[BrainOutput]:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # first-token latency
         offered = {tool.name for tool in tools}
@@ -161,8 +163,8 @@ class Dialogue:
             return self._next()  # its tool call was cut off (barge-in): take the step again
         if plan is not None:
             return f"Sorry, I didn't catch that. {self.question}", None
-        if self.awaiting == "more" and (answer := nlu.parse_yes_no(text)) is not None:
-            return self._goodbye() if answer is False else ("Of course. What else can I help you with?", None)
+        if self.awaiting == "more" and (yes := nlu.parse_yes_no(text)) is not None:
+            return self._goodbye() if yes is False else ("Of course. What else can I help you with?", None)
         return (GREETING if kind == "greeting" else FALLBACK), None
 
     def _goodbye(self) -> Reply:
@@ -254,7 +256,7 @@ class Dialogue:
         """Take what the caller said about the appointment into the plan; the fields that changed."""
         plan = self.plan
         assert plan is not None
-        changed = set()
+        changed: set[str] = set()
         if plan.task == "cancel":
             return changed
         service = nlu.find_service(text, self.profile)
@@ -526,7 +528,7 @@ class Dialogue:
             return self._next(f"Good news, {_spoken_start(plan.start)} is free. ")
         if _is_start(requested):
             return self._offer(data.get("alternatives"), f"I'm sorry, {_spoken_start(requested)} is taken.")
-        slots = data.get("slots") if isinstance(data.get("slots"), list) else []
+        slots = data["slots"] if isinstance(data.get("slots"), list) else []
         if not slots and plan.day is not None:
             part = f" in the {plan.part}" if plan.part else ""
             return self._offer([], f"I'm sorry, there's nothing free on {_spoken_day(plan.day)}{part}.")

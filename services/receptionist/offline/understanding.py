@@ -1,4 +1,4 @@
-"""Just enough English for the mock brain: dates, times, names, yes/no and what the caller wants.
+"""Just enough English for the offline brain: dates, times, names, yes/no and what the caller wants.
 
 Pure functions over one utterance; nothing here knows about the conversation. Each parser
 returns None when it finds nothing, so the dialogue can ask again instead of guessing.
@@ -13,7 +13,8 @@ Conventions (said once here, relied on by the dialogue):
 - Dates: "today", "tomorrow", "the day after tomorrow", "Nov 24", "November 24th",
   "24th of November", "the 24th", ISO "2026-11-24", and the holidays owners close for
   ("Christmas", "Christmas Eve", "Boxing Day", "New Year's Eve", "New Year's Day"). A date
-  without a year that has passed is next year's. Numeric "24/11" is ambiguous (day/month or month/day) and is not understood.
+  without a year that has passed is next year's. Numeric "24/11" is ambiguous (day/month or
+  month/day) and is not understood.
 """
 
 from __future__ import annotations

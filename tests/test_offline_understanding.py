@@ -1,4 +1,4 @@
-"""The mock brain's English: dates, times, names, answers and wishes, each from one utterance."""
+"""The offline brain's English: dates, times, names, answers and wishes, each from one utterance."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from services.llm import mock_nlu as nlu
+from services.receptionist.offline import understanding as nlu
 from services.receptionist.profile import parse_profile
 
 TODAY = date(2026, 11, 23)  # a Monday

@@ -1,0 +1,116 @@
+"""One reply of Zylin's (to a caller turn, or the greeting, or a canned line) and its lifecycle.
+
+A reply is SPEAKING while it is written, synthesized and sent; SENT once all of it is out and it
+waits for Twilio's mark echoes; PLAYED when the caller has heard it all. A barge-in CUTs it (the
+`clear` is on its way) and then leaves it INTERRUPTED, history keeping only what was heard; the
+call's end interrupts it at once. A newer reply that starts while it still plays SUPERSEDES it:
+it plays on, but the engine no longer watches it. Every other step raises `InvalidTransition`
+where it is attempted, so a reply cannot be committed to history or recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import Enum
+
+from services.llm.base import Message
+from services.orchestrator.latency import TurnLatency
+from services.orchestrator.record import TurnRecord
+from services.orchestrator.speaker import Speaker, SpokenSentence
+from services.receptionist.tools import CallAction
+
+
+class ReplyState(Enum):
+    SPEAKING = "speaking"        # being written, synthesized and sent
+    SENT = "sent"                # all sent, its messages in history; marks still to come back
+    PLAYED = "played"            # the caller heard all of it
+    CUT = "cut"                  # a barge-in stopped it; what was heard is known once `clear` is out
+    INTERRUPTED = "interrupted"  # history keeps what the caller heard of it
+    SUPERSEDED = "superseded"    # a newer reply took over while this one played on
+
+    @property
+    def final(self) -> bool:
+        """The reply's turn has been recorded: nothing more happens to it."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({ReplyState.PLAYED, ReplyState.INTERRUPTED, ReplyState.SUPERSEDED})
+_LIVE = frozenset({ReplyState.SPEAKING, ReplyState.SENT})
+
+STEPS: dict[ReplyState, frozenset[ReplyState]] = {
+    ReplyState.SPEAKING: frozenset({ReplyState.SENT, ReplyState.CUT, ReplyState.INTERRUPTED,
+                                    ReplyState.SUPERSEDED}),
+    ReplyState.SENT: frozenset({ReplyState.PLAYED, ReplyState.CUT, ReplyState.INTERRUPTED,
+                                ReplyState.SUPERSEDED}),
+    ReplyState.CUT: frozenset({ReplyState.INTERRUPTED}),
+    ReplyState.PLAYED: frozenset(),
+    ReplyState.INTERRUPTED: frozenset(),
+    ReplyState.SUPERSEDED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A step the reply lifecycle does not have: a bug in the engine, surfaced where it happens."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """Zylin's answer to one caller turn (or the greeting, or a canned line)."""
+    gen: int
+    latency: TurnLatency
+    speaker: Speaker
+    record: TurnRecord
+    messages: list[Message] = field(default_factory=list)
+    action: CallAction | None = None
+    task: asyncio.Task | None = None
+    caller_turn: TurnRecord | None = None
+    stream_s_at_start: float = 0.0
+    state: ReplyState = ReplyState.SPEAKING
+
+    def move(self, to: ReplyState) -> ReplyState:
+        """Enter `to` and return the state left; raise InvalidTransition if the lifecycle has no
+        such step. What a step means (history, the call's record) is the engine's to do."""
+        left = self.state
+        if to not in STEPS[left]:
+            raise InvalidTransition(f"reply {self.gen}: cannot go from {left.value} to {to.value}")
+        self.state = to
+        return left
+
+    @property
+    def live(self) -> bool:
+        """Still the engine's to watch: its marks count, and a barge-in would cut it."""
+        return self.state in _LIVE
+
+    @property
+    def sentences(self) -> list[SpokenSentence]:
+        return self.speaker.sentences
+
+    @property
+    def playing(self) -> bool:
+        """True while the caller may still be hearing (or about to hear) this reply."""
+        state = self.state
+        if state is ReplyState.SPEAKING:
+            return True
+        return state is ReplyState.SENT and any(s.played_at is None for s in self.sentences)
+
+    def heard(self, now: float) -> dict[int, str]:
+        """What the caller heard, per assistant message (by id): whole sentences whose marks came
+        back, plus the share of the playing sentence that its elapsed time covers."""
+        heard: dict[int, list[str]] = {}
+        previous_end: float | None = None
+        for s in self.sentences:
+            key = id(s.message)
+            if s.played_at is not None:
+                heard.setdefault(key, []).append(s.text)
+                previous_end = s.played_at
+                continue
+            if s.first_sent_at is not None and s.duration_s > 0:
+                began = max(previous_end or s.first_sent_at, s.first_sent_at)
+                share = min(max((now - began) / s.duration_s, 0.0), 1.0)
+                words = s.text.split()
+                cut = int(len(words) * share)
+                if cut:
+                    heard.setdefault(key, []).append(" ".join(words[:cut]) + "...")
+            break
+        return {key: " ".join(parts) for key, parts in heard.items()}

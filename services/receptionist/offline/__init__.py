@@ -1,0 +1,1 @@
+"""The offline receptionist: a rule-based brain for when no model is configured (LLM_PROVIDER=mock)."""
