@@ -30,6 +30,7 @@ from api.twilio_legacy import recording, voice_legacy
 from api.twilio_status import status
 from api.twilio_voice import dial_result, voice
 from services.legacy.conversation import LegacyReceptionist
+from services.orchestrator.database_recorder import DatabaseRecorder
 from services.orchestrator.greeting import GreetingCache
 from services.orchestrator.record import CallRecorder
 from services.providers import build_fallback_synthesizer, build_synthesizer
@@ -37,7 +38,6 @@ from services.receptionist.profile import BusinessProfile, ProfileError, load_pr
 from services.runtime import Runtime
 from services.settings import ConfigError, Settings
 from services.storage import Storage, StorageError
-from services.storage.recorder import DatabaseRecorder
 from services.telephony.rest import OfflineTelephony, Telephony, TwilioTelephony
 from services.telephony.webhook import SignatureCheck
 

@@ -16,12 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from main import create_app
+from services.orchestrator.database_recorder import DatabaseRecorder
 from services.orchestrator.record import MemoryRecorder
 from services.settings import Settings
 from services.simulator.caller import SimulatedCaller
 from services.simulator.server import serve_app
 from services.storage import Database, Storage
-from services.storage.recorder import DatabaseRecorder
 from services.telephony.rest import Telephony
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,9 +35,7 @@ KNOWN_CYCLES: set[tuple[str, ...]] = {
     ("services.receptionist.booking", "services.receptionist.tools"),
 }
 # Upward imports still being removed: (importer, imported).
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("services.storage.recorder", "services.orchestrator.record"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -24,11 +24,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.llm.base import Message
+from services.orchestrator.database_recorder import DatabaseRecorder
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, TurnRecord
 from services.storage import Database, Storage
 from services.storage.calls import TurnRow
-from services.storage.recorder import DatabaseRecorder
 from services.storage.writer import Journal, Write, Writer
 from tests.conftest import fresh_database
 

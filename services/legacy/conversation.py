@@ -18,6 +18,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from services.legacy.transcriber import Transcriber, TranscriberError, build_transcriber
 from services.llm.base import BrainError, Message, ToolCall
+from services.orchestrator.database_recorder import plain
 from services.orchestrator.generation import run_turn
 from services.privacy import describe_error, mask_phone, scrub
 from services.providers import build_brain
@@ -36,7 +37,6 @@ from services.receptionist.tools import CallAction, CallContext, Toolbox, ToolBu
 from services.settings import Settings
 from services.storage import Storage, TurnRow
 from services.storage.models import utcnow
-from services.storage.recorder import plain
 from services.telephony.recordings import RecordingError, fetch_recording
 from services.telephony.rest import Telephony
 from services.telephony.webhook import DIAL_FAILED

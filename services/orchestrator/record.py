@@ -1,6 +1,6 @@
 """What a call leaves behind: turns with latency, events, the end. A recorder receives it as
 the call goes, never on the per-frame path; its methods must return at once (the database
-recorder, services/storage/recorder.py, only queues writes)."""
+recorder, services/orchestrator/database_recorder.py, only queues writes)."""
 
 from __future__ import annotations
 

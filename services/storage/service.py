@@ -89,7 +89,7 @@ class Storage:
         await self.writer.close()
         try:
             await asyncio.wait_for(self.db.close(), CLOSE_TIMEOUT_S)
-        except (asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("the database did not let go of its connections (%s); shutting down anyway", exc)
 
     async def sweep(self) -> list[str]:

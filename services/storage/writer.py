@@ -33,14 +33,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import (DataError, DBAPIError, DisconnectionError, IntegrityError, NotSupportedError,
-                            ProgrammingError)
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 try:
     import fcntl
 except ImportError:  # no advisory locks (Windows): one server per journal folder
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("zylin.storage.writer")
 
@@ -346,17 +352,18 @@ class Writer:
                done: Callable[[bool], None] | None = None) -> None:
         """Queue a write; never blocks, never raises, never touches the disk. A `Write` may wait
         on disk; a bare description with `run` (a closure) can only wait in memory."""
-        closure = not isinstance(write, Write)
-        full = (self._closures >= self.max_memory if closure
-                else len(self._memory) >= self.max_memory and not self._can_spill)
-        if full:
-            self._refuse(write if closure else write.what, done)
-            return
-        self._orders += 1
-        if closure:
+        if isinstance(write, str):  # a closure
+            if self._closures >= self.max_memory:
+                self._refuse(write, done)
+                return
+            self._orders += 1
             item = Pending(write, self._orders, run=run, done=done)
             self._closures += 1
         else:
+            if len(self._memory) >= self.max_memory and not self._can_spill:
+                self._refuse(write.what, done)
+                return
+            self._orders += 1
             item = Pending(write.what, self._orders, write=write, done=done)
         self._memory.append(item)
         self._idle.clear()
@@ -409,15 +416,15 @@ class Writer:
         if not self._tasks:
             return
         if not self._stuck:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await self.flush(timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=CLEANUP_S)  # a hung statement must not hold shutdown
         self._tasks = []
         if self.journal is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._spill(), timeout_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._spill(self.journal), timeout_s)
         self._report_left()
         if self.journal is not None:
             await asyncio.to_thread(self.journal.close)
@@ -453,7 +460,7 @@ class Writer:
                 if self._replay:
                     return self._replay.popleft()
                 if self.journal is not None and self.journal.active:
-                    if await self._read_back():
+                    if await self._read_back(self.journal):
                         continue
                 if self._memory:
                     item = self._memory.popleft()
@@ -463,9 +470,9 @@ class Writer:
                 self._wake.clear()
             await self._wake.wait()
 
-    async def _read_back(self) -> bool:
+    async def _read_back(self, journal: Journal) -> bool:
         try:
-            batch = await asyncio.to_thread(self.journal.read, REPLAY_BATCH)
+            batch = await asyncio.to_thread(journal.read, REPLAY_BATCH)
         except OSError as exc:
             log.error("cannot read the write journal back (%s); trying again shortly", exc)
             await asyncio.sleep(self.retry_delays_s[-1])
@@ -473,7 +480,7 @@ class Writer:
         for segment, seq, write in batch:
             done = self._callbacks.pop(seq, None) if segment.own else None
             self._replay.append(Pending(write.what, 0, write=write, done=done, seq=seq, segment=segment))
-        if not batch and not self.journal.active and (self.spilled or self.replayed):
+        if not batch and not journal.active and (self.spilled or self.replayed):
             log.warning("the journal is replayed: every write kept while the database was away is stored")
         return bool(batch)
 
@@ -507,8 +514,8 @@ class Writer:
     async def _apply(self, item: Pending) -> None:
         if item.run is not None:
             await item.run()
-        elif self.apply is None:
-            raise RuntimeError(f"no way to apply a {item.write.kind!r} write")
+        elif self.apply is None or item.write is None:
+            raise RuntimeError(f"no way to apply {item.what}")
         else:
             await self.apply(item.write)
 
@@ -573,11 +580,11 @@ class Writer:
         """Now and then, and when memory is full: writes the database is not taking go to disk."""
         every = max(0.01, min(0.5, self.spill_after_s / 2))
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._spill_soon.wait(), every)
             self._spill_soon.clear()
-            if self._should_spill():
-                await self._spill()
+            if self.journal is not None and self._should_spill():
+                await self._spill(self.journal)
 
     def _should_spill(self) -> bool:
         if self.journal is None:
@@ -591,7 +598,7 @@ class Writer:
         failing = inflight is not None and inflight.failures >= self.spill_after_attempts
         return len(self._memory) > self.max_memory or waited > self.spill_after_s or failing
 
-    async def _spill(self) -> None:
+    async def _spill(self, journal: Journal) -> None:
         """Every waiting `Write` to the journal, oldest first (the one being tried leads);
         closures stay in memory."""
         async with self._order:
@@ -606,11 +613,11 @@ class Writer:
                 self._seq += 1
                 item.seq = self._seq
             self._memory = staying
-            was_active = self.journal.active
+            was_active = journal.active
             try:
-                await asyncio.to_thread(self.journal.append, [(p.seq, p.write) for p in moving])
+                await asyncio.to_thread(journal.append, [(p.seq, p.write) for p in moving if p.write])
             except OSError as exc:
-                self._unspill(moving, exc)
+                self._unspill(journal, moving, exc)
                 return
         self._disk_trouble = False
         self.spilled += len(moving)
@@ -619,13 +626,13 @@ class Writer:
                 self._callbacks[item.seq] = item.done
         if not was_active:
             log.warning("the database is not keeping up: %d write(s) wait in the journal %s until it does",
-                        len(moving), self.journal.folder)
+                        len(moving), journal.folder)
 
-    def _unspill(self, moving: list[Pending], exc: OSError) -> None:
+    def _unspill(self, journal: Journal, moving: list[Pending], exc: OSError) -> None:
         """The journal cannot be written: the writes wait in memory again, in their order."""
         if not self._disk_trouble:
             log.error("cannot write the journal in %s (%s): writes wait in memory (at most %d)",
-                      self.journal.folder, exc, self.max_memory)
+                      journal.folder, exc, self.max_memory)
         self._disk_trouble = True
         for item in moving:
             item.seq = 0

@@ -22,10 +22,8 @@ from services.storage.service import Storage
 RECENT_ENDS = 2000   # keys: call, and call/stream
 
 
-def wall_clock(monotonic_at: float | None) -> datetime | None:
+def wall_clock(monotonic_at: float) -> datetime:
     """A monotonic instant of this process as a UTC datetime."""
-    if monotonic_at is None:
-        return None
     return datetime.now(UTC) - timedelta(seconds=time.monotonic() - monotonic_at)
 
 
@@ -35,7 +33,8 @@ def turn_row(turn: TurnRecord) -> TurnRow:
     return TurnRow(
         idx=turn.index, speaker=turn.speaker, text=turn.text, at=wall_clock(turn.at),
         heard_text=turn.heard_text, interrupted=turn.interrupted,
-        speech_end_at=wall_clock(latency.speech_end) if latency is not None else None, **values)
+        speech_end_at=wall_clock(latency.speech_end) if latency is not None and latency.speech_end is not None else None,
+        **values)
 
 
 def plain(detail: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +93,7 @@ class DatabaseRecorder(LogRecorder):
             waiter = self._waiters.setdefault(key, asyncio.Event())
             try:
                 await asyncio.wait_for(waiter.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._waiters.pop(key, None)
                 raise
         detail = await self.storage.calls.get_call(call_sid)
