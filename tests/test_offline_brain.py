@@ -17,7 +17,8 @@ from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.receptionist import tools as receptionist_tools
 from services.receptionist.offline.brain import OfflineBrain
 from services.receptionist.profile import load_profile, parse_profile
-from services.receptionist.tools import CallContext, Toolbox, tool_specs
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import Toolbox, tool_specs
 from services.storage import Storage
 from services.storage.bookings import BookingNotFound, Bookings, SlotTaken
 from tests.conftest import ROOT, fresh_database

@@ -15,7 +15,8 @@ import pytest
 from main import main as cli_main
 from services.receptionist import profile as profile_module
 from services.receptionist.profile import ProfileError, load_profile, parse_profile
-from services.receptionist.tools import CallContext, transfer_to_human
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import transfer_to_human
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "business.example.toml"
 NEW_YORK = ZoneInfo("America/New_York")

@@ -11,7 +11,8 @@ import pytest
 from services.llm.base import ToolCall
 from services.receptionist import tools
 from services.receptionist.profile import BusinessProfile, parse_profile
-from services.receptionist.tools import CallAction, CallContext, Toolbox
+from services.receptionist.tool_types import CallAction, CallContext, ToolResult
+from services.receptionist.tools import Toolbox
 
 OWNER = "+15551230000"
 CALLER = "+15559876543"
@@ -153,7 +154,7 @@ async def test_a_tool_that_raises_yields_a_failed_result_and_the_call_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     attempts = []
 
-    async def broken(ctx: CallContext, args: dict) -> tools.ToolResult:
+    async def broken(ctx: CallContext, args: dict) -> ToolResult:
         attempts.append(args)
         raise RuntimeError("database is down")
 

@@ -14,63 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from services.llm.base import ToolCall, ToolSpec
 from services.privacy import describe_error, mask_phone
 from services.receptionist import booking
 from services.receptionist.profile import BusinessProfile
+from services.receptionist.refusals import EMPTY_MESSAGE, refuse
+from services.receptionist.tool_types import BROKEN, CallAction, CallContext, ToolResult
 
 if TYPE_CHECKING:
     from services.storage import Storage
     from services.telephony.rest import Telephony
 
 log = logging.getLogger("zylin.tools")
-
-
-@dataclass(frozen=True, slots=True)
-class CallAction:
-    kind: Literal["end_call", "transfer"]
-    reason: str = ""
-    target: str = ""  # the number to dial for a transfer
-
-
-@dataclass(slots=True)
-class ToolResult:
-    data: dict[str, Any]
-    action: CallAction | None = None
-
-
-# A tool that broke (a bug, a database outage): the caller hears an apology, not the fault.
-BROKEN = {"ok": False, "retryable": True, "reason": "something went wrong on my side",
-          "note": "The tool failed. Apologise, and offer to take a message for the team instead."}
-
-
-@dataclass(slots=True)
-class CallContext:
-    """What the tools know about the call they serve and what they may use."""
-    call_sid: str
-    caller_phone: str
-    profile: BusinessProfile
-    can_transfer: bool
-    storage: Storage | None = None
-    telephony: Telephony | None = None
-    sms_confirmations: bool = False
-    clock: Callable[[], datetime] | None = None
-    messages: list[dict[str, str]] = field(default_factory=list)
-    _side_work: set[asyncio.Task] = field(default_factory=set)
-
-    def now(self) -> datetime:
-        return self.clock() if self.clock else self.profile.now()
-
-    def background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Side work (an SMS) that must not hold up what the caller hears."""
-        task = asyncio.create_task(work)
-        self._side_work.add(task)
-        task.add_done_callback(self._side_work.discard)
 
 
 Handler = Callable[[CallContext, dict[str, Any]], Awaitable[ToolResult]]
@@ -98,8 +57,7 @@ async def transfer_to_human(ctx: CallContext, args: dict[str, Any]) -> ToolResul
 async def take_message(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
     message = str(args.get("message", "")).strip()
     if not message:
-        return ToolResult({"ok": False, "reason": "the message was empty", "ask": "message",
-                           "note": "Ask what the caller would like to pass on."})
+        return refuse(EMPTY_MESSAGE)
     entry = {"name": str(args.get("name", "")), "phone": str(args.get("phone") or ctx.caller_phone),
              "message": message, "urgency": str(args.get("urgency") or "normal")}
     ctx.messages.append(entry)
@@ -110,17 +68,18 @@ async def take_message(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
             message=message, name=entry["name"], phone=entry["phone"], urgency=entry["urgency"],
             call_sid=ctx.call_sid, sms_status="pending" if owner else "off")
         if owner and ctx.telephony is not None:
-            ctx.background(_text_owner(ctx, saved.id, owner, entry))
+            ctx.background(_text_owner(ctx, ctx.storage, ctx.telephony, saved.id, owner, entry))
     return ToolResult({"ok": True, "note": "Confirm the message will be passed on."})
 
 
-async def _text_owner(ctx: CallContext, message_id: int, owner: str, entry: dict[str, str]) -> None:
+async def _text_owner(ctx: CallContext, storage: Storage, telephony: Telephony, message_id: int, owner: str,
+                      entry: dict[str, str]) -> None:
     who = entry["name"] or "A caller"
     urgent = "URGENT " if entry["urgency"] == "urgent" else ""
     body = f"{urgent}Message for {ctx.profile.name} from {who} ({entry['phone']}): {entry['message']}"
-    sent = await ctx.telephony.send_sms(owner, body[:1500])
+    sent = await telephony.send_sms(owner, body[:1500])
     try:
-        await ctx.storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
+        await storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
     except Exception as exc:
         log.error("could not record the SMS status of message %s: %s", message_id, describe_error(exc))
 
