@@ -4,8 +4,8 @@ Every promise made on the phone must be true in the database: the business rules
 here (availability.py), and the database makes the final call on a contested slot (SlotTaken).
 Arguments and results use the business's local time as ISO strings without an offset. A
 refusal's `reason` is said to the caller; what the brain should do about it is in `note` and
-`ask` (see services/receptionist/tools.py). A tool runs only on a call with storage (the
-Toolbox offers it only there).
+`ask` (see services/receptionist/tools.py). A tool gets its arguments read and typed
+(tool_args.py), and runs only on a call with storage (the Toolbox offers it only there).
 """
 
 from __future__ import annotations
@@ -29,13 +29,19 @@ from services.receptionist.availability import (
 )
 from services.receptionist.profile import Service
 from services.receptionist.refusals import (
-    NO_NAME,
     NO_PHONE,
     SEVERAL,
     UNREADABLE_DATE,
     UNREADABLE_TIME,
     no_such_service,
     refuse,
+)
+from services.receptionist.tool_args import (
+    BookAppointment,
+    CancelAppointment,
+    CheckAvailability,
+    FindBookings,
+    RescheduleAppointment,
 )
 from services.receptionist.tool_types import CallContext, ToolResult
 from services.storage.bookings import BookingNotFound, SlotTaken
@@ -66,7 +72,7 @@ NO_SUCH_TIME = "that time doesn't exist on that day (the clocks change)"
 
 def _local(ctx: CallContext, text: str) -> datetime | str:
     """'2026-11-24T15:00' (business local time) -> aware datetime, or why it can't be one."""
-    match = _LOCAL.match(str(text))
+    match = _LOCAL.match(text)
     if match is None:
         return UNREADABLE_TIME
     try:
@@ -112,28 +118,28 @@ def _no_such_service(ctx: CallContext) -> ToolResult:
     return no_such_service([s.name for s in ctx.profile.services])
 
 
-async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    service = _service(ctx, str(args.get("service", "")))
+async def check_availability(ctx: CallContext, args: CheckAvailability) -> ToolResult:
+    service = _service(ctx, args.service)
     if service is None:
         return _no_such_service(ctx)
     try:
-        day = date.fromisoformat(str(args.get("date", "")))
+        day = date.fromisoformat(args.date)
     except ValueError:
         return refuse(UNREADABLE_DATE)
     now = ctx.now()
     busy = await _busy(ctx, day, 1)
     requested: datetime | None = None
     requested_free = None
-    if args.get("time"):
-        at = _local(ctx, f"{day.isoformat()}T{args['time']}")
+    if args.time:
+        at = _local(ctx, f"{day.isoformat()}T{args.time}")
         if isinstance(at, str):
             return refuse(at)
         requested = at
         requested_free = refusal(ctx.profile, service, requested, busy, now) is None
     slots = free_slots(ctx.profile, service, day, busy, now)
-    part = PARTS_OF_DAY.get(str(args.get("part_of_day", "")).lower())
-    if part:
-        slots = [s for s in slots if part[0] <= s.start.hour < part[1]]
+    if args.part_of_day is not None:
+        first, last = PARTS_OF_DAY[args.part_of_day]
+        slots = [s for s in slots if first <= s.start.hour < last]
     alternatives: list[Slot] = []
     if requested is not None and not requested_free:
         alternatives = await _alternatives(ctx, service, requested)
@@ -188,17 +194,14 @@ async def _confirm_by_sms(ctx: CallContext, phone: str, text: str) -> None:
     ctx.background(send())
 
 
-async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    service = _service(ctx, str(args.get("service", "")))
+async def book_appointment(ctx: CallContext, args: BookAppointment) -> ToolResult:
+    service = _service(ctx, args.service)
     if service is None:
         return _no_such_service(ctx)
-    start = _local(ctx, str(args.get("start", "")))
+    start = _local(ctx, args.start)
     if isinstance(start, str):
         return refuse(start)
-    name = str(args.get("customer_name", "")).strip()
-    if not name:
-        return refuse(NO_NAME)
-    phone = str(args.get("customer_phone") or ctx.caller_phone).strip()
+    phone = (args.customer_phone or ctx.caller_phone).strip()
     if not phone:
         return refuse(NO_PHONE)
     busy = await _busy(ctx, start.date(), 1)
@@ -209,7 +212,7 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
     end = start.astimezone(UTC) + timedelta(minutes=service.duration_min)
     try:
         booking = await ctx.bookings().create_booking(
-            service=service.name, start_utc=start.astimezone(UTC), end_utc=end, customer_name=name,
+            service=service.name, start_utc=start.astimezone(UTC), end_utc=end, customer_name=args.customer_name,
             customer_phone=phone, step_minutes=ctx.profile.booking.slot_step_min,
             lanes=ctx.profile.booking.capacity, call_sid=ctx.call_sid)
     except SlotTaken:
@@ -223,21 +226,20 @@ async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult
     return ToolResult({"ok": True, **data})
 
 
-async def find_bookings(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    phone = str(args.get("customer_phone") or ctx.caller_phone)
+async def find_bookings(ctx: CallContext, args: FindBookings) -> ToolResult:
+    phone = args.customer_phone or ctx.caller_phone
     bookings = await ctx.bookings().find_bookings(phone, since=ctx.now().astimezone(UTC))
     return ToolResult({"ok": True, "bookings": [_booking_json(b, ctx) for b in bookings]})
 
 
-async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord | str:
+async def _one_booking(ctx: CallContext, code: str, customer_phone: str) -> BookingRecord | str:
     """The booking a move or cancel is about: by code, else the caller's only upcoming one."""
-    code = str(args.get("code", "")).strip()
     if code:
         booking = await ctx.bookings().get_booking(code)
         if booking is None or not booking.active:
             return "I couldn't find an appointment with that code"
         return booking
-    phone = str(args.get("customer_phone") or ctx.caller_phone)
+    phone = customer_phone or ctx.caller_phone
     bookings = await ctx.bookings().find_bookings(phone, since=ctx.now().astimezone(UTC))
     if not bookings:
         return "I couldn't find an upcoming appointment for that number"
@@ -246,12 +248,12 @@ async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord 
     return bookings[0]
 
 
-async def reschedule_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    found = await _one_booking(ctx, args)
+async def reschedule_appointment(ctx: CallContext, args: RescheduleAppointment) -> ToolResult:
+    found = await _one_booking(ctx, args.code, args.customer_phone)
     if isinstance(found, str):
         return refuse(found)
     service = _service(ctx, found.service)
-    start = _local(ctx, str(args.get("new_start", "")))
+    start = _local(ctx, args.new_start)
     if service is None:
         return refuse("that appointment's service is no longer offered")
     if isinstance(start, str):
@@ -277,8 +279,8 @@ async def reschedule_appointment(ctx: CallContext, args: dict[str, Any]) -> Tool
     return ToolResult({"ok": True, **data})
 
 
-async def cancel_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    found = await _one_booking(ctx, args)
+async def cancel_appointment(ctx: CallContext, args: CancelAppointment) -> ToolResult:
+    found = await _one_booking(ctx, args.code, args.customer_phone)
     if isinstance(found, str):
         return refuse(found)
     try:
