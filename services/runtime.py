@@ -14,7 +14,8 @@ from services.orchestrator.speaker import SpeechFallback, describe, voice_name
 from services.providers import build_brain, build_recognizer
 from services.receptionist.lines import APOLOGY_LINE
 from services.receptionist.profile import BusinessProfile
-from services.receptionist.tools import CallContext, Toolbox
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import Toolbox
 from services.settings import Settings
 from services.storage import Storage
 from services.storage.admission import within

@@ -17,7 +17,8 @@ from services.receptionist.availability import (
     spoken_datetime,
 )
 from services.receptionist.profile import load_profile, parse_profile
-from services.receptionist.tools import CallContext, Toolbox
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import Toolbox
 from services.storage import Storage
 from tests.conftest import ROOT
 

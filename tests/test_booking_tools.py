@@ -22,7 +22,8 @@ import pytest
 
 from services.llm.base import ToolCall
 from services.receptionist.profile import BusinessProfile, parse_profile
-from services.receptionist.tools import CallContext, Toolbox
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import Toolbox
 from services.storage import BookingRecord, Database, Storage
 from services.storage.bookings import CODE_ALPHABET, CODE_LENGTH
 from services.telephony.rest import TwilioTelephony

@@ -13,7 +13,8 @@ import pytest
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.orchestrator.generation import run_turn
 from services.orchestrator.latency import TurnLatency
-from services.receptionist.tools import CallAction, ToolBudget, ToolResult
+from services.receptionist.tool_types import CallAction, ToolResult
+from services.receptionist.tools import ToolBudget
 from tests.fakes.scripted_brain import ScriptedBrain, call, words
 
 SPECS = [ToolSpec("end_call", "End the call.", {"type": "object", "properties": {}}),

@@ -17,7 +17,8 @@ from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.receptionist import tools as receptionist_tools
 from services.receptionist.offline.brain import OfflineBrain
 from services.receptionist.profile import load_profile, parse_profile
-from services.receptionist.tools import CallContext, Toolbox, tool_specs
+from services.receptionist.tool_types import BROKEN, CallContext
+from services.receptionist.tools import Toolbox, tool_specs
 from services.storage import Storage
 from services.storage.bookings import BookingNotFound, Bookings, SlotTaken
 from tests.conftest import ROOT, fresh_database
@@ -629,6 +630,9 @@ async def tool_failures(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> li
 
     await fails("unknown service", "check_availability", service="Root canal", date=MONDAY)
     await fails("unreadable date", "check_availability", service="Cleaning", date="next week")
+    await fails("no date", "check_availability", service="Cleaning")
+    await fails("no service", "check_availability", date=MONDAY)
+    await fails("part of day not offered", "check_availability", service="Cleaning", date=MONDAY, part_of_day="night")
     await fails("unreadable time", "check_availability", service="Cleaning", date=MONDAY, time="3pm")
     await fails("time skipped by DST", "check_availability", service="Cleaning", date="2027-03-14", time="02:30")
     await fails("unknown service", "book_appointment", **{**cleaning, "service": "Root canal"},
@@ -651,19 +655,25 @@ async def tool_failures(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> li
     await fails("moved away", "reschedule_appointment", vanished, code=mine, new_start=f"{MONDAY}T11:00")
     await fails("cancelled meanwhile", "cancel_appointment", vanished, code=mine)
     await fails("empty message", "take_message", message="  ")
+    await fails("no message", "take_message", phone="+15550001111")
+    await fails("urgency not offered", "take_message", message="Call me back", urgency="whenever")
     await fails("no owner number", "transfer_to_human", reason="caller asked for a person")
     await fails("outside transfer hours", "transfer_to_human",
                 context(storage, profile=replace(PROFILE, owner_phone="+15550001111"), can_transfer=True),
                 reason="caller asked for a person")
     await fails("no such tool", "look_up_weather", city="Springfield")
 
-    async def broken(ctx: CallContext, args: dict) -> None:
+    async def broken(ctx: CallContext, args: object) -> None:
         raise RuntimeError("the database is down")
 
-    for name in list(receptionist_tools.HANDLERS):
-        monkeypatch.setitem(receptionist_tools.HANDLERS, name, broken)
-        arguments = {"message": "Call me back"} if name == "take_message" else {}
-        await fails("the tool broke", name, **arguments)
+    readable = {"check_availability": {"service": "Cleaning", "date": MONDAY},
+                "book_appointment": {**cleaning, "start": f"{MONDAY}T11:00"},
+                "reschedule_appointment": {"code": mine, "new_start": f"{MONDAY}T11:00"},
+                "take_message": {"message": "Call me back"}}
+    for name, tool in list(receptionist_tools.TOOLS.items()):
+        monkeypatch.setitem(receptionist_tools.TOOLS, name, replace(tool, handler=broken))
+        await fails("the tool broke", name, **readable.get(name, {}))
+        assert failures[-1][2] == BROKEN, name  # read, so the tool ran, and broke
     return failures
 
 
@@ -691,7 +701,7 @@ async def said_after(tool: str, data: dict) -> list[str]:
     """What the brain says when `tool` returns `data`: in the middle of that tool's conversation,
     and right after a caller line with nothing else going on."""
     lines = []
-    if tool in receptionist_tools.HANDLERS:
+    if tool in receptionist_tools.TOOLS:
         call = await brain_just_called(tool)
         text, _ = await call.tool_returns(**data)
         lines.append(text)

@@ -15,7 +15,9 @@ import pytest
 from main import main as cli_main
 from services.receptionist import profile as profile_module
 from services.receptionist.profile import ProfileError, load_profile, parse_profile
-from services.receptionist.tools import CallContext, transfer_to_human
+from services.receptionist.tool_args import TransferToHuman
+from services.receptionist.tool_types import CallContext
+from services.receptionist.tools import transfer_to_human
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "business.example.toml"
 NEW_YORK = ZoneInfo("America/New_York")
@@ -347,7 +349,7 @@ async def test_the_transfer_tool_refuses_on_a_holiday_by_the_call_s_clock(local:
     at = local.replace(tzinfo=NEW_YORK)
     ctx = CallContext(call_sid="CA1", caller_phone="+15559876543", profile=profile, can_transfer=True,
                       clock=lambda: at)
-    result = await transfer_to_human(ctx, {"reason": "billing"})
+    result = await transfer_to_human(ctx, TransferToHuman(reason="billing"))
     assert result.data["ok"] is ok
     if ok:
         assert result.action.kind == "transfer" and result.action.target == "+15551230000"

@@ -33,7 +33,8 @@ from services.receptionist.lines import (
 )
 from services.receptionist.persona import system_prompt
 from services.receptionist.profile import BusinessProfile
-from services.receptionist.tools import CallAction, CallContext, Toolbox, ToolBudget, ToolResult
+from services.receptionist.tool_types import CallAction, CallContext, ToolResult
+from services.receptionist.tools import Toolbox, ToolBudget
 from services.settings import Settings
 from services.storage import Storage, TurnRow
 from services.storage.models import utcnow

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from services.llm.base import Brain, Message, TextDelta, ToolCall
-from services.receptionist.tools import Toolbox, ToolBudget, ToolResult
+from services.receptionist.tool_types import ToolResult
+from services.receptionist.tools import Toolbox, ToolBudget
 
 log = logging.getLogger("zylin.generation")
 

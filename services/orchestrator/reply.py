@@ -18,7 +18,7 @@ from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import TurnRecord
 from services.orchestrator.speaker import Speaker, SpokenSentence
-from services.receptionist.tools import CallAction
+from services.receptionist.tool_types import CallAction
 
 
 class ReplyState(Enum):

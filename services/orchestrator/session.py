@@ -36,7 +36,8 @@ from services.receptionist.lines import (
     not_put_through,
 )
 from services.receptionist.persona import system_prompt
-from services.receptionist.tools import CallAction, Toolbox, ToolBudget, ToolResult
+from services.receptionist.tool_types import CallAction, ToolResult
+from services.receptionist.tools import Toolbox, ToolBudget
 from services.settings import Settings
 from services.telephony.media_streams import StreamSender
 from services.telephony.rest import Telephony

@@ -4,7 +4,8 @@ Every promise made on the phone must be true in the database: the business rules
 here (availability.py), and the database makes the final call on a contested slot (SlotTaken).
 Arguments and results use the business's local time as ISO strings without an offset. A
 refusal's `reason` is said to the caller; what the brain should do about it is in `note` and
-`ask` (see services/receptionist/tools.py).
+`ask` (see services/receptionist/tools.py). A tool gets its arguments read and typed
+(tool_args.py), and runs only on a call with storage (the Toolbox offers it only there).
 """
 
 from __future__ import annotations
@@ -16,14 +17,36 @@ from typing import TYPE_CHECKING, Any
 
 from services.privacy import mask_code, mask_phone
 from services.receptionist.availability import (
-    Interval, Slot, free_slots, local_datetime, nearest_free, refusal, search_days, spoken_datetime,
+    Interval,
+    Slot,
+    free_slots,
+    local_datetime,
+    nearest_free,
+    refusal,
+    search_days,
+    spoken_datetime,
     spoken_time,
 )
 from services.receptionist.profile import Service
+from services.receptionist.refusals import (
+    NO_PHONE,
+    SEVERAL,
+    UNREADABLE_DATE,
+    UNREADABLE_TIME,
+    no_such_service,
+    refuse,
+)
+from services.receptionist.tool_args import (
+    BookAppointment,
+    CancelAppointment,
+    CheckAvailability,
+    FindBookings,
+    RescheduleAppointment,
+)
+from services.receptionist.tool_types import CallContext, ToolResult
 from services.storage.bookings import BookingNotFound, SlotTaken
 
 if TYPE_CHECKING:
-    from services.receptionist.tools import CallContext, ToolResult
     from services.storage.records import BookingRecord
 
 log = logging.getLogger("zylin.booking")
@@ -31,15 +54,6 @@ log = logging.getLogger("zylin.booking")
 PARTS_OF_DAY = {"morning": (0, 12), "afternoon": (12, 17), "evening": (17, 24)}
 SEARCH_DAYS = 14
 MAX_SLOTS = 6
-
-
-def _result(data: dict[str, Any]) -> ToolResult:
-    from services.receptionist.tools import ToolResult
-    return ToolResult(data)
-
-
-def _refuse(reason: str, **extra: Any) -> ToolResult:
-    return _result({"ok": False, "reason": reason, **_FOLLOW_UP.get(reason, {}), **extra})
 
 
 def _iso(at: datetime) -> str:
@@ -54,27 +68,11 @@ def _service(ctx: CallContext, name: str) -> Service | None:
 
 _LOCAL = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[T ](\d{1,2}):(\d{2})(?::\d{2})?\s*$")
 NO_SUCH_TIME = "that time doesn't exist on that day (the clocks change)"
-UNREADABLE_TIME = "I need the time as HH:MM, for example 15:30"
-UNREADABLE_DATE = "I didn't catch the day"
-NO_NAME = "I need the caller's name for the booking"
-NO_PHONE = "I need a phone number for the booking"
-SEVERAL = "there are several appointments for that number, so I need to know which one"
-
-# Refusals the caller can put right: what is missing, and what the brain should do about it.
-# UNREADABLE_TIME and NO_NAME are worded for the brain rather than the caller; `ask` lets a
-# brain say it in its own words.
-_FOLLOW_UP: dict[str, dict[str, str]] = {
-    UNREADABLE_TIME: {"ask": "time", "note": "Send the time as HH:MM (24-hour); ask the caller if unsure."},
-    UNREADABLE_DATE: {"ask": "date", "note": "Send the date as YYYY-MM-DD; ask the caller if unsure."},
-    NO_NAME: {"ask": "name", "note": "Ask the caller for their name."},
-    NO_PHONE: {"ask": "phone", "note": "Ask for a number to book under."},
-    SEVERAL: {"ask": "which", "note": "Ask which one (find_bookings lists them), then send its code."},
-}
 
 
 def _local(ctx: CallContext, text: str) -> datetime | str:
     """'2026-11-24T15:00' (business local time) -> aware datetime, or why it can't be one."""
-    match = _LOCAL.match(str(text))
+    match = _LOCAL.match(text)
     if match is None:
         return UNREADABLE_TIME
     try:
@@ -90,7 +88,7 @@ async def _busy(ctx: CallContext, start: date, days: int, ignore_code: str = "")
     tz = ctx.profile.tz
     since = datetime(start.year, start.month, start.day, tzinfo=tz).astimezone(UTC)
     until = since + timedelta(days=days + 1)
-    bookings = await ctx.storage.bookings.bookings_overlapping(since, until)
+    bookings = await ctx.bookings().bookings_overlapping(since, until)
     return [(b.start_utc, b.end_utc) for b in bookings if b.code != ignore_code]
 
 
@@ -116,27 +114,32 @@ async def _alternatives(ctx: CallContext, service: Service, wanted: datetime,
     return nearest_free(ctx.profile, service, wanted, busy, now, count=3, max_days=SEARCH_DAYS)
 
 
-async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    service = _service(ctx, str(args.get("service", "")))
+def _no_such_service(ctx: CallContext) -> ToolResult:
+    return no_such_service([s.name for s in ctx.profile.services])
+
+
+async def check_availability(ctx: CallContext, args: CheckAvailability) -> ToolResult:
+    service = _service(ctx, args.service)
     if service is None:
-        return _refuse("we don't offer that service", services=[s.name for s in ctx.profile.services])
+        return _no_such_service(ctx)
     try:
-        day = date.fromisoformat(str(args.get("date", "")))
+        day = date.fromisoformat(args.date)
     except ValueError:
-        return _refuse(UNREADABLE_DATE)
+        return refuse(UNREADABLE_DATE)
     now = ctx.now()
     busy = await _busy(ctx, day, 1)
-    requested = None
+    requested: datetime | None = None
     requested_free = None
-    if args.get("time"):
-        requested = _local(ctx, f"{day.isoformat()}T{args['time']}")
-        if isinstance(requested, str):
-            return _refuse(requested)
+    if args.time:
+        at = _local(ctx, f"{day.isoformat()}T{args.time}")
+        if isinstance(at, str):
+            return refuse(at)
+        requested = at
         requested_free = refusal(ctx.profile, service, requested, busy, now) is None
     slots = free_slots(ctx.profile, service, day, busy, now)
-    part = PARTS_OF_DAY.get(str(args.get("part_of_day", "")).lower())
-    if part:
-        slots = [s for s in slots if part[0] <= s.start.hour < part[1]]
+    if args.part_of_day is not None:
+        first, last = PARTS_OF_DAY[args.part_of_day]
+        slots = [s for s in slots if first <= s.start.hour < last]
     alternatives: list[Slot] = []
     if requested is not None and not requested_free:
         alternatives = await _alternatives(ctx, service, requested)
@@ -157,7 +160,7 @@ async def check_availability(ctx: CallContext, args: dict[str, Any]) -> ToolResu
         spoken = f"Nothing is free for a {service.name.lower()} on {day:%A, %B} {day.day}."
     if alternatives:
         spoken += f" The nearest free times are {_spoken_list(alternatives)}."
-    return _result({
+    return ToolResult({
         "ok": True, "service": service.name, "duration_min": service.duration_min,
         "date": day.isoformat(), "requested": _iso(requested) if requested else None,
         "requested_free": requested_free, "slots": [_iso(s.start) for s in shown],
@@ -180,67 +183,64 @@ def _booking_json(booking: BookingRecord, ctx: CallContext) -> dict[str, Any]:
 
 
 async def _confirm_by_sms(ctx: CallContext, phone: str, text: str) -> None:
-    if not ctx.sms_confirmations or not phone:
+    telephony = ctx.telephony
+    if not ctx.sms_confirmations or telephony is None or not phone:
         return
 
     async def send() -> None:
-        if not await ctx.telephony.send_sms(phone, text):
+        if not await telephony.send_sms(phone, text):
             log.warning("confirmation SMS to %s was not sent", mask_phone(phone))
 
     ctx.background(send())
 
 
-async def book_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    service = _service(ctx, str(args.get("service", "")))
+async def book_appointment(ctx: CallContext, args: BookAppointment) -> ToolResult:
+    service = _service(ctx, args.service)
     if service is None:
-        return _refuse("we don't offer that service", services=[s.name for s in ctx.profile.services])
-    start = _local(ctx, str(args.get("start", "")))
+        return _no_such_service(ctx)
+    start = _local(ctx, args.start)
     if isinstance(start, str):
-        return _refuse(start)
-    name = str(args.get("customer_name", "")).strip()
-    if not name:
-        return _refuse(NO_NAME)
-    phone = str(args.get("customer_phone") or ctx.caller_phone).strip()
+        return refuse(start)
+    phone = (args.customer_phone or ctx.caller_phone).strip()
     if not phone:
-        return _refuse(NO_PHONE)
+        return refuse(NO_PHONE)
     busy = await _busy(ctx, start.date(), 1)
     why = refusal(ctx.profile, service, start, busy, ctx.now())
     if why is not None:
         alternatives = await _alternatives(ctx, service, start)
-        return _refuse(why, alternatives=[_iso(s.start) for s in alternatives])
+        return refuse(why, alternatives=[_iso(s.start) for s in alternatives])
     end = start.astimezone(UTC) + timedelta(minutes=service.duration_min)
     try:
-        booking = await ctx.storage.bookings.create_booking(
-            service=service.name, start_utc=start.astimezone(UTC), end_utc=end, customer_name=name,
+        booking = await ctx.bookings().create_booking(
+            service=service.name, start_utc=start.astimezone(UTC), end_utc=end, customer_name=args.customer_name,
             customer_phone=phone, step_minutes=ctx.profile.booking.slot_step_min,
             lanes=ctx.profile.booking.capacity, call_sid=ctx.call_sid)
     except SlotTaken:
         alternatives = await _alternatives(ctx, service, start)
-        return _refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
+        return refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
     data = _booking_json(booking, ctx)
     log.info("booked %s %s on %s for %s on %s", mask_code(booking.code), service.name, data["start"],
              mask_phone(phone), ctx.call_sid)
     await _confirm_by_sms(ctx, phone, f"{ctx.profile.name}: your {service.name.lower()} is booked for "
                                       f"{data['spoken_start']}. Confirmation code {booking.code}.")
-    return _result({"ok": True, **data})
+    return ToolResult({"ok": True, **data})
 
 
-async def find_bookings(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    phone = str(args.get("customer_phone") or ctx.caller_phone)
-    bookings = await ctx.storage.bookings.find_bookings(phone, since=ctx.now().astimezone(UTC))
-    return _result({"ok": True, "bookings": [_booking_json(b, ctx) for b in bookings]})
+async def find_bookings(ctx: CallContext, args: FindBookings) -> ToolResult:
+    phone = args.customer_phone or ctx.caller_phone
+    bookings = await ctx.bookings().find_bookings(phone, since=ctx.now().astimezone(UTC))
+    return ToolResult({"ok": True, "bookings": [_booking_json(b, ctx) for b in bookings]})
 
 
-async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord | str:
+async def _one_booking(ctx: CallContext, code: str, customer_phone: str) -> BookingRecord | str:
     """The booking a move or cancel is about: by code, else the caller's only upcoming one."""
-    code = str(args.get("code", "")).strip()
     if code:
-        booking = await ctx.storage.bookings.get_booking(code)
+        booking = await ctx.bookings().get_booking(code)
         if booking is None or not booking.active:
             return "I couldn't find an appointment with that code"
         return booking
-    phone = str(args.get("customer_phone") or ctx.caller_phone)
-    bookings = await ctx.storage.bookings.find_bookings(phone, since=ctx.now().astimezone(UTC))
+    phone = customer_phone or ctx.caller_phone
+    bookings = await ctx.bookings().find_bookings(phone, since=ctx.now().astimezone(UTC))
     if not bookings:
         return "I couldn't find an upcoming appointment for that number"
     if len(bookings) > 1:
@@ -248,46 +248,46 @@ async def _one_booking(ctx: CallContext, args: dict[str, Any]) -> BookingRecord 
     return bookings[0]
 
 
-async def reschedule_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    found = await _one_booking(ctx, args)
+async def reschedule_appointment(ctx: CallContext, args: RescheduleAppointment) -> ToolResult:
+    found = await _one_booking(ctx, args.code, args.customer_phone)
     if isinstance(found, str):
-        return _refuse(found)
+        return refuse(found)
     service = _service(ctx, found.service)
-    start = _local(ctx, str(args.get("new_start", "")))
+    start = _local(ctx, args.new_start)
     if service is None:
-        return _refuse("that appointment's service is no longer offered")
+        return refuse("that appointment's service is no longer offered")
     if isinstance(start, str):
-        return _refuse(start)
+        return refuse(start)
     busy = await _busy(ctx, start.date(), 1, ignore_code=found.code)
     why = refusal(ctx.profile, service, start, busy, ctx.now())
     if why is not None:
         alternatives = await _alternatives(ctx, service, start, ignore_code=found.code)
-        return _refuse(why, alternatives=[_iso(s.start) for s in alternatives])
+        return refuse(why, alternatives=[_iso(s.start) for s in alternatives])
     end = start.astimezone(UTC) + timedelta(minutes=service.duration_min)
     try:
-        moved = await ctx.storage.bookings.move_booking(
+        moved = await ctx.bookings().move_booking(
             found.code, start_utc=start.astimezone(UTC), end_utc=end,
             step_minutes=ctx.profile.booking.slot_step_min, lanes=ctx.profile.booking.capacity)
     except SlotTaken:
         alternatives = await _alternatives(ctx, service, start, ignore_code=found.code)
-        return _refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
+        return refuse("that time was just taken", alternatives=[_iso(s.start) for s in alternatives])
     except BookingNotFound:
-        return _refuse("that appointment no longer exists")
+        return refuse("that appointment no longer exists")
     data = _booking_json(moved, ctx)
     await _confirm_by_sms(ctx, moved.customer_phone, f"{ctx.profile.name}: your {moved.service.lower()} "
                           f"is moved to {data['spoken_start']}. Code {moved.code}.")
-    return _result({"ok": True, **data})
+    return ToolResult({"ok": True, **data})
 
 
-async def cancel_appointment(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    found = await _one_booking(ctx, args)
+async def cancel_appointment(ctx: CallContext, args: CancelAppointment) -> ToolResult:
+    found = await _one_booking(ctx, args.code, args.customer_phone)
     if isinstance(found, str):
-        return _refuse(found)
+        return refuse(found)
     try:
-        cancelled = await ctx.storage.bookings.cancel_booking(found.code)
+        cancelled = await ctx.bookings().cancel_booking(found.code)
     except BookingNotFound:
-        return _refuse("that appointment is already cancelled")
+        return refuse("that appointment is already cancelled")
     data = _booking_json(cancelled, ctx)
-    await _confirm_by_sms(ctx, cancelled.customer_phone, f"{ctx.profile.name}: your "
-                          f"{cancelled.service.lower()} on {data['spoken_start']} (code {cancelled.code}) is cancelled.")
-    return _result({"ok": True, **data})
+    await _confirm_by_sms(ctx, cancelled.customer_phone, f"{ctx.profile.name}: your {cancelled.service.lower()} "
+                          f"on {data['spoken_start']} (code {cancelled.code}) is cancelled.")
+    return ToolResult({"ok": True, **data})

@@ -2,6 +2,10 @@
 mock brain directly). A tool returns data for the brain and, for end and transfer, an action
 the conversation engine carries out once the caller has heard the last line.
 
+Each tool's arguments are a pydantic model (tool_args.py): the JSON schema the brain is given is
+generated from it, and the Toolbox reads a call's arguments with it before the tool runs, so a
+tool gets them typed and arguments that cannot be read get a refusal, never the tool.
+
 A result's words have one reader each, so that nothing meant for a brain reaches the caller:
 - `reason` (on a failure): why, worded so the receptionist can say it to the caller as it is;
 - `note`: what the brain should do next; for the brain only, never said;
@@ -14,15 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import ValidationError
 
 from services.llm.base import ToolCall, ToolSpec
 from services.privacy import describe_error, mask_phone
-from services.receptionist import booking
+from services.receptionist import booking, tool_args
 from services.receptionist.profile import BusinessProfile
+from services.receptionist.tool_args import ToolArgs
+from services.receptionist.tool_types import BROKEN, CallAction, CallContext, ToolResult
 
 if TYPE_CHECKING:
     from services.storage import Storage
@@ -31,58 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("zylin.tools")
 
 
-@dataclass(frozen=True, slots=True)
-class CallAction:
-    kind: Literal["end_call", "transfer"]
-    reason: str = ""
-    target: str = ""  # the number to dial for a transfer
-
-
-@dataclass(slots=True)
-class ToolResult:
-    data: dict[str, Any]
-    action: CallAction | None = None
-
-
-# A tool that broke (a bug, a database outage): the caller hears an apology, not the fault.
-BROKEN = {"ok": False, "retryable": True, "reason": "something went wrong on my side",
-          "note": "The tool failed. Apologise, and offer to take a message for the team instead."}
-
-
-@dataclass(slots=True)
-class CallContext:
-    """What the tools know about the call they serve and what they may use."""
-    call_sid: str
-    caller_phone: str
-    profile: BusinessProfile
-    can_transfer: bool
-    storage: Storage | None = None
-    telephony: Telephony | None = None
-    sms_confirmations: bool = False
-    clock: Callable[[], datetime] | None = None
-    messages: list[dict[str, str]] = field(default_factory=list)
-    _side_work: set[asyncio.Task] = field(default_factory=set)
-
-    def now(self) -> datetime:
-        return self.clock() if self.clock else self.profile.now()
-
-    def background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Side work (an SMS) that must not hold up what the caller hears."""
-        task = asyncio.create_task(work)
-        self._side_work.add(task)
-        task.add_done_callback(self._side_work.discard)
-
-
-Handler = Callable[[CallContext, dict[str, Any]], Awaitable[ToolResult]]
-
-
-async def end_call(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
+async def end_call(ctx: CallContext, args: tool_args.EndCall) -> ToolResult:
     return ToolResult({"ok": True, "note": "Say a short goodbye; the call ends after it."},
-                      CallAction("end_call", reason=str(args.get("reason", ""))))
+                      CallAction("end_call", reason=args.reason))
 
 
-async def transfer_to_human(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    reason = str(args.get("reason", "caller asked for a person"))
+async def transfer_to_human(ctx: CallContext, args: tool_args.TransferToHuman) -> ToolResult:
     profile = ctx.profile
     if not profile.owner_phone or not ctx.can_transfer:
         why = "no one can take calls on this line right now"
@@ -90,93 +51,75 @@ async def transfer_to_human(ctx: CallContext, args: dict[str, Any]) -> ToolResul
         why = "it is outside the hours when someone can take calls"
     else:
         return ToolResult({"ok": True, "note": "Tell the caller you are connecting them now."},
-                          CallAction("transfer", reason=reason, target=profile.owner_phone))
+                          CallAction("transfer", reason=args.reason, target=profile.owner_phone))
     return ToolResult({"ok": False, "reason": why,
                        "note": "Apologise, and offer to take a message for the team instead."})
 
 
-async def take_message(ctx: CallContext, args: dict[str, Any]) -> ToolResult:
-    message = str(args.get("message", "")).strip()
-    if not message:
-        return ToolResult({"ok": False, "reason": "the message was empty", "ask": "message",
-                           "note": "Ask what the caller would like to pass on."})
-    entry = {"name": str(args.get("name", "")), "phone": str(args.get("phone") or ctx.caller_phone),
-             "message": message, "urgency": str(args.get("urgency") or "normal")}
+async def take_message(ctx: CallContext, args: tool_args.TakeMessage) -> ToolResult:
+    entry = {"name": args.name, "phone": args.phone or ctx.caller_phone, "message": args.message,
+             "urgency": args.urgency}
     ctx.messages.append(entry)
     log.info("message taken on %s for the owner from %s", ctx.call_sid, mask_phone(entry["phone"]))
     if ctx.storage is not None:
         owner = ctx.profile.owner_sms
         saved = await ctx.storage.messages.save_message(
-            message=message, name=entry["name"], phone=entry["phone"], urgency=entry["urgency"],
+            message=args.message, name=entry["name"], phone=entry["phone"], urgency=entry["urgency"],
             call_sid=ctx.call_sid, sms_status="pending" if owner else "off")
         if owner and ctx.telephony is not None:
-            ctx.background(_text_owner(ctx, saved.id, owner, entry))
+            ctx.background(_text_owner(ctx, ctx.storage, ctx.telephony, saved.id, owner, entry))
     return ToolResult({"ok": True, "note": "Confirm the message will be passed on."})
 
 
-async def _text_owner(ctx: CallContext, message_id: int, owner: str, entry: dict[str, str]) -> None:
+async def _text_owner(ctx: CallContext, storage: Storage, telephony: Telephony, message_id: int, owner: str,
+                      entry: dict[str, str]) -> None:
     who = entry["name"] or "A caller"
     urgent = "URGENT " if entry["urgency"] == "urgent" else ""
     body = f"{urgent}Message for {ctx.profile.name} from {who} ({entry['phone']}): {entry['message']}"
-    sent = await ctx.telephony.send_sms(owner, body[:1500])
+    sent = await telephony.send_sms(owner, body[:1500])
     try:
-        await ctx.storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
+        await storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
     except Exception as exc:
         log.error("could not record the SMS status of message %s: %s", message_id, describe_error(exc))
 
 
-_STRING = {"type": "string"}
-_LOCAL_TIME = {"type": "string", "description": "business local time, YYYY-MM-DDTHH:MM"}
+A = TypeVar("A", bound=ToolArgs)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool(Generic[A]):
+    """One tool: what the brain is told (its description, its arguments' schema) and what runs."""
+    description: str
+    arguments: type[A]
+    handler: Callable[[CallContext, A], Awaitable[ToolResult]]
+
+
+TOOLS: dict[str, Tool[Any]] = {
+    "check_availability": Tool("Free times for a service on a day (optionally near a time or in a part of the "
+                               "day). Always check before offering or booking a time.",
+                               tool_args.CheckAvailability, booking.check_availability),
+    "book_appointment": Tool("Book a checked free time once the caller has confirmed it.",
+                             tool_args.BookAppointment, booking.book_appointment),
+    "find_bookings": Tool("The caller's upcoming appointments.", tool_args.FindBookings, booking.find_bookings),
+    "reschedule_appointment": Tool("Move an appointment to a new confirmed time.",
+                                   tool_args.RescheduleAppointment, booking.reschedule_appointment),
+    "cancel_appointment": Tool("Cancel an appointment the caller confirmed cancelling.",
+                               tool_args.CancelAppointment, booking.cancel_appointment),
+    "take_message": Tool("Take a message for the business owner.", tool_args.TakeMessage, take_message),
+    "transfer_to_human": Tool("Put the caller through to a person at the business.",
+                              tool_args.TransferToHuman, transfer_to_human),
+    "end_call": Tool("End the call after saying goodbye, when the caller is done.",
+                     tool_args.EndCall, end_call),
+}
 
 
 def tool_specs(profile: BusinessProfile) -> dict[str, ToolSpec]:
-    services = {"type": "string", "enum": [s.name for s in profile.services]}
-    code_or_phone = {"code": {"type": "string", "description": "confirmation code, if the caller has it"},
-                     "customer_phone": {"type": "string", "description": "empty = the number calling"}}
-    specs = [
-        ToolSpec("check_availability", "Free times for a service on a day (optionally near a time or "
-                 "in a part of the day). Always check before offering or booking a time.",
-                 {"type": "object", "properties": {
-                     "service": services, "date": {"type": "string", "description": "YYYY-MM-DD"},
-                     "time": {"type": "string", "description": "HH:MM the caller asked for"},
-                     "part_of_day": {"type": "string", "enum": ["morning", "afternoon", "evening"]}},
-                  "required": ["service", "date"]}),
-        ToolSpec("book_appointment", "Book a checked free time once the caller has confirmed it.",
-                 {"type": "object", "properties": {
-                     "service": services, "start": _LOCAL_TIME, "customer_name": _STRING,
-                     "customer_phone": {"type": "string", "description": "empty = the number calling"}},
-                  "required": ["service", "start", "customer_name"]}),
-        ToolSpec("find_bookings", "The caller's upcoming appointments.",
-                 {"type": "object", "properties": {"customer_phone": code_or_phone["customer_phone"]},
-                  "required": []}),
-        ToolSpec("reschedule_appointment", "Move an appointment to a new confirmed time.",
-                 {"type": "object", "properties": {"new_start": _LOCAL_TIME, **code_or_phone},
-                  "required": ["new_start"]}),
-        ToolSpec("cancel_appointment", "Cancel an appointment the caller confirmed cancelling.",
-                 {"type": "object", "properties": code_or_phone, "required": []}),
-        ToolSpec("take_message", "Take a message for the business owner.",
-                 {"type": "object", "properties": {
-                     "name": _STRING, "phone": _STRING, "message": _STRING,
-                     "urgency": {"type": "string", "enum": ["low", "normal", "urgent"]}},
-                  "required": ["message"]}),
-        ToolSpec("transfer_to_human", "Put the caller through to a person at the business.",
-                 {"type": "object", "properties": {"reason": _STRING}, "required": ["reason"]}),
-        ToolSpec("end_call", "End the call after saying goodbye, when the caller is done.",
-                 {"type": "object", "properties": {"reason": _STRING}, "required": []}),
-    ]
-    return {spec.name: spec for spec in specs}
+    """Every tool as the brain is given it; a `service` is one of this business's."""
+    services = [s.name for s in profile.services]
+    return {name: ToolSpec(name, tool.description, tool_args.parameters(tool.arguments, services))
+            for name, tool in TOOLS.items()}
 
 
-HANDLERS: dict[str, Handler] = {
-    "check_availability": booking.check_availability,
-    "book_appointment": booking.book_appointment,
-    "find_bookings": booking.find_bookings,
-    "reschedule_appointment": booking.reschedule_appointment,
-    "cancel_appointment": booking.cancel_appointment,
-    "take_message": take_message,
-    "transfer_to_human": transfer_to_human,
-    "end_call": end_call,
-}
 NEEDS_STORAGE = {"check_availability", "book_appointment", "find_bookings", "reschedule_appointment",
                  "cancel_appointment"}
 READ_ONLY = {"check_availability", "find_bookings"}  # asked again = answered afresh
@@ -202,8 +145,9 @@ def not_answering(name: str, side_effect: bool) -> dict[str, Any]:
 
 
 class Toolbox:
-    """Runs tool calls for one call. A side effect happens once: a repeated identical call (the
-    brain retrying, a barge-in mid-confirmation) returns the first result."""
+    """Runs tool calls for one call. A call's arguments are read with its tool's model first. A side
+    effect happens once: a repeated identical call (the brain retrying, a barge-in
+    mid-confirmation) returns the first result."""
 
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
@@ -222,21 +166,28 @@ class Toolbox:
         """Run one tool call. A tool on the database answers within `budget`: `on_hold` is called
         (the caller hears "One moment, please.") once it has taken `one_moment_s`, and at
         `timeout_s` the result is an honest failure while a side effect goes on by itself."""
-        handler = HANDLERS.get(call.name) if call.name in self._specs else None
-        if handler is None:
+        tool = TOOLS.get(call.name) if call.name in self._specs else None
+        if tool is None:
             return ToolResult({"ok": False, "reason": f"there is no tool called {call.name}"})
+        try:
+            args = tool.arguments.model_validate(call.arguments)
+        except ValidationError as exc:
+            # Which arguments and how, never what they held: that may be the caller's words.
+            log.info("tool %s on %s: arguments not readable (%s)", call.name, self.ctx.call_sid,
+                     tool_args.what_was_wrong(exc))
+            return tool_args.unreadable(exc, [s.name for s in self.ctx.profile.services])
         if call.name in READ_ONLY:
-            work = asyncio.ensure_future(self._guarded(call, handler))
+            work = asyncio.ensure_future(self._guarded(call, tool, args))
             try:
                 return await self._within(call, work, budget or ToolBudget(), on_hold)
             finally:
                 work.cancel()  # too late, or the reply was cancelled: asked again = answered afresh
-        key = (call.name, repr(sorted(call.arguments.items())))
+        key = (call.name, args.model_dump_json())  # the same arguments as read, however they were sent
         running = self._done.get(key)
         if running is None:
             # Shielded: a barge-in cancels the reply, not a booking half-way into the database;
             # the brain's repeat of the same call then gets this same result (or waits for it).
-            running = asyncio.ensure_future(self._guarded(call, handler))
+            running = asyncio.ensure_future(self._guarded(call, tool, args))
             self._done[key] = running
             running.add_done_callback(lambda done: self._forget_retryable(key, done))
         return await self._within(call, running, budget or ToolBudget(), on_hold)
@@ -266,9 +217,9 @@ class Toolbox:
         if not data.get("ok", True) and data.get("retryable"):
             self._done.pop(key, None)
 
-    async def _guarded(self, call: ToolCall, handler: Handler) -> ToolResult:
+    async def _guarded(self, call: ToolCall, tool: Tool[A], args: A) -> ToolResult:
         try:
-            return await handler(self.ctx, call.arguments)
+            return await tool.handler(self.ctx, args)
         except Exception as exc:  # a tool bug or a database outage must not end the call
             # The error's message may quote the caller's words (the arguments): DEBUG only.
             log.error("tool %s failed on %s: %s", call.name, self.ctx.call_sid, describe_error(exc))
