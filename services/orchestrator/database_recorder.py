@@ -30,11 +30,11 @@ def wall_clock(monotonic_at: float) -> datetime:
 def turn_row(turn: TurnRecord) -> TurnRow:
     latency = turn.latency
     values: dict[str, Any] = latency.as_dict() if latency is not None else {}
+    speech_end = latency.speech_end if latency is not None else None
     return TurnRow(
         idx=turn.index, speaker=turn.speaker, text=turn.text, at=wall_clock(turn.at),
         heard_text=turn.heard_text, interrupted=turn.interrupted,
-        speech_end_at=wall_clock(latency.speech_end) if latency is not None and latency.speech_end is not None else None,
-        **values)
+        speech_end_at=wall_clock(speech_end) if speech_end is not None else None, **values)
 
 
 def plain(detail: dict[str, Any]) -> dict[str, Any]:
