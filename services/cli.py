@@ -9,13 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from services.orchestrator.latency import LATENCY_FIELDS
 from services.privacy import mask_phone
 from services.receptionist.profile import load_profile
 from services.settings import Settings
 from services.storage import CallDetail, CallSummary, Database, Storage, display_url
 from services.storage.vocabulary import CallStatus, EventKind, Speaker
-
-LATENCY_COLUMNS = ("asr_ms", "llm_ttft_ms", "tool_ms", "tts_ttfb_ms", "first_audio_ms", "heard_ms", "overhead_ms")
 
 
 def _tz(settings: Settings) -> ZoneInfo:
@@ -68,7 +67,7 @@ def transcript(detail: CallDetail, tz: ZoneInfo, full_numbers: bool) -> str:
         if t.interrupted:
             lines.append(f"{'':>17}  [interrupted; heard: {t.heard_text or 'nothing'!r}]")
         if t.first_audio_ms is not None:
-            parts = "  ".join(f"{name.removesuffix('_ms')} {_ms(getattr(t, name))}" for name in LATENCY_COLUMNS)
+            parts = "  ".join(f"{f.short} {_ms(getattr(t, f.name))}" for f in LATENCY_FIELDS)
             lines.append(f"{'':>17}  latency ms: {parts}")
     for b in detail.bookings:
         lines.append(f"booking {b.code}: {b.service} {_when(b.start_utc, tz, '%a %d %b %H:%M')} ({b.status})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,9 @@ BOOKING_TOOLS = ("book_appointment", "reschedule_appointment")
 
 @dataclass(frozen=True, slots=True)
 class TurnRow:
-    """One finished turn, in storage terms (UTC datetimes, derived latency in ms)."""
+    """One finished turn, in storage terms (UTC datetimes, derived latency in ms): the columns of
+    `models.Turn`, field for field; the latency ones are orchestrator.latency.LATENCY_FIELDS
+    (tests/test_latency_fields.py keeps the three the same)."""
     idx: int
     speaker: str
     text: str
@@ -392,6 +394,4 @@ def _summary(call: Call, turns: int) -> CallSummary:
 
 
 def _turn_row(turn: Turn) -> TurnRow:
-    return TurnRow(turn.idx, turn.speaker, turn.text, turn.at, turn.heard_text, turn.interrupted,
-                   turn.speech_end_at, turn.asr_ms, turn.llm_ttft_ms, turn.tool_ms, turn.tts_ttfb_ms,
-                   turn.first_audio_ms, turn.heard_ms, turn.overhead_ms)
+    return TurnRow(**{f.name: getattr(turn, f.name) for f in fields(TurnRow)})

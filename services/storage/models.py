@@ -150,7 +150,8 @@ class Turn(Base):
     heard_text: Mapped[str | None] = mapped_column(Text)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime]
-    # docs/architecture.md "Latency", on caller turns (the latency of the reply to them)
+    # docs/architecture.md "Latency", on caller turns (the latency of the reply to them): the
+    # durations of orchestrator.latency.LATENCY_FIELDS (tests/test_latency_fields.py keeps them equal)
     speech_end_at: Mapped[datetime | None]
     asr_ms: Mapped[float | None] = mapped_column(Float)
     llm_ttft_ms: Mapped[float | None] = mapped_column(Float)
