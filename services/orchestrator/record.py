@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.llm.base import Message
@@ -125,9 +125,3 @@ class MemoryRecorder(LogRecorder):
         entry["ended"] = reason
         entry["history"] = list(history)
         self._ended.setdefault(call.call_sid, asyncio.Event()).set()
-
-
-def turn_dict(turn: TurnRecord) -> dict[str, Any]:
-    out = asdict(turn)
-    out["latency"] = turn.latency.as_dict() if turn.latency else None
-    return out
