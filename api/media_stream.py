@@ -18,6 +18,7 @@ from services.orchestrator.session import CallSession
 from services.runtime import Runtime
 from services.server import abort_of
 from services.settings import Settings
+from services.storage.vocabulary import EndReason
 from services.telephony.media_streams import (
     Connected,
     Dtmf,
@@ -33,7 +34,6 @@ from services.telephony.media_streams import (
 log = logging.getLogger("zylin.api.media")
 
 POLICY_VIOLATION = 1008
-STUCK = "twilio stopped reading"  # the end reason when a send outlived SEND_TIMEOUT_S
 
 
 class Drops:
@@ -89,7 +89,7 @@ def _end_reason(session: CallSession, reason: str) -> str:
     """The session's own reason if it ended the call, then a stuck socket, then the loop's."""
     if session.end_reason:
         return session.end_reason
-    return STUCK if session.sender.stuck else reason
+    return EndReason.STUCK if session.sender.stuck else reason
 
 
 async def media_stream(websocket: WebSocket) -> None:
@@ -104,7 +104,7 @@ async def media_stream(websocket: WebSocket) -> None:
 
     session: CallSession | None = None
     drops = Drops()
-    reason = "socket closed"
+    reason = EndReason.SOCKET_CLOSED
     start_deadline = asyncio.get_running_loop().time() + settings.start_timeout_s
     try:
         while True:
@@ -159,15 +159,15 @@ async def media_stream(websocket: WebSocket) -> None:
             elif isinstance(event, Stop):
                 if session is not None and not _ours(session, event.stream_sid, drops):
                     continue  # another stream's stop must not end this call
-                reason = "stop event"
+                reason = EndReason.STOP_EVENT
                 break
             elif isinstance(event, Connected):
                 continue
     except WebSocketDisconnect:
-        reason = "socket closed"
+        reason = EndReason.SOCKET_CLOSED
     except Exception:
         log.exception("media stream failed")
-        reason = "error"
+        reason = EndReason.ERROR
     finally:
         if session is not None:
             await session.stop(_end_reason(session, reason))

@@ -10,6 +10,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from services.privacy import mask_phone
 from services.runtime import Runtime
+from services.storage.vocabulary import EventKind
 from services.telephony.webhook import (
     DIAL_FAILED,
     StreamClaim,
@@ -102,13 +103,13 @@ async def voice(request: Request) -> Response:
     return xml(stream_twiml(runtime, form))
 
 
-def dial_outcome(form: dict[str, str]) -> tuple[str, dict[str, object]]:
+def dial_outcome(form: dict[str, str]) -> tuple[EventKind, dict[str, object]]:
     """The transfer's outcome as a call-log event: answered (and for how long), or why not."""
     status = form.get("DialCallStatus", "")
     duration = form.get("DialCallDuration", "")
     if status in DIAL_FAILED:
-        return "transfer_failed", {"status": status, "why": DIAL_FAILED[status]}
-    return "transfer_answered", {"status": status or "completed",
+        return EventKind.TRANSFER_FAILED, {"status": status, "why": DIAL_FAILED[status]}
+    return EventKind.TRANSFER_ANSWERED, {"status": status or "completed",
                                  "duration_s": int(duration) if duration.isdigit() else None}
 
 
@@ -125,7 +126,7 @@ async def dial_result(request: Request) -> Response:
         kind, detail = dial_outcome(form)
         await runtime.storage.call_event(call_sid, kind, detail)
         log.info("transfer of %s: %s", call_sid, detail["status"])
-        if kind == "transfer_answered":
+        if kind == EventKind.TRANSFER_ANSWERED:
             return hangup_twiml()
         return stream_twiml(runtime, form, segment_number, transfer=str(detail["status"]))
 

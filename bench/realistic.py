@@ -27,10 +27,12 @@ if __package__ in (None, ""):
 from bench.common import bench_settings, machine_line, percentile, table, write_json
 from bench.loadgen import run_load
 from bench.server import ServerProcess
+from services.orchestrator.latency import LATENCY_FIELDS
 
 PUBLIC_FIGURES = {"vad_end_silence_ms": 300, "mock_asr_endpointing_ms": 300, "mock_asr_delay_ms": 0.0,
                   "mock_llm_delay_ms": 375.0, "mock_tts_delay_ms": 100.0}
-PARTS = ("asr_ms", "llm_ttft_ms", "tts_ttfb_ms", "overhead_ms", "first_audio_ms", "heard_ms")
+# The parts of a turn, then its totals; not tools: the load generator's lines call none.
+PARTS = (*(f for f in LATENCY_FIELDS if f.part and f.name != "tool_ms"), *(f for f in LATENCY_FIELDS if not f.part))
 
 
 def realistic_settings(**overrides: Any) -> dict[str, Any]:
@@ -40,9 +42,9 @@ def realistic_settings(**overrides: Any) -> dict[str, Any]:
 def summarise(r: dict[str, Any]) -> dict[str, Any]:
     turns = [t for t in r["server"]["turns"] if t.get("first_audio_ms") is not None]
     rows = []
-    for key in PARTS:
-        values = [t[key] for t in turns if t.get(key) is not None]
-        rows.append({"part": key.removesuffix("_ms"), "n": len(values), "p50": percentile(values, 50),
+    for part in PARTS:
+        values = [t[part.name] for t in turns if t.get(part.name) is not None]
+        rows.append({"part": part.short, "n": len(values), "p50": percentile(values, 50),
                      "p95": percentile(values, 95), "max": max(values) if values else None})
     caller = r["generator"]["replies_ms"]
     rows.append({"part": "caller: end of speech -> reply heard", "n": len(caller),

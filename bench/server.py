@@ -141,8 +141,10 @@ class TapRecorder:
         return getattr(self._inner, name)
 
     def turn(self, call, turn) -> None:
+        from services.storage.vocabulary import Speaker  # here: this module is imported by the load generator too
+
         self._inner.turn(call, turn)
-        if turn.speaker == "caller" and turn.latency is not None:
+        if turn.speaker == Speaker.CALLER and turn.latency is not None:
             STATS.turns.append(turn.latency.as_dict() | overhead_parts(turn.latency))
 
     def ended(self, call, reason, turns, history) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from services.orchestrator.latency import LATENCY_FIELDS
 from services.privacy import mask_phone
 from services.receptionist.profile import load_profile
 from services.settings import Settings
 from services.storage import CallDetail, CallSummary, Database, Storage, display_url
-
-LATENCY_COLUMNS = ("asr_ms", "llm_ttft_ms", "tool_ms", "tts_ttfb_ms", "first_audio_ms", "heard_ms", "overhead_ms")
+from services.storage.vocabulary import CallStatus, EventKind, Speaker
 
 
 def _tz(settings: Settings) -> ZoneInfo:
@@ -44,8 +44,8 @@ def calls_table(calls: list[CallSummary], tz: ZoneInfo, full_numbers: bool) -> s
     rows = [head, "-" * (len(head) + 30)]
     for c in calls:
         number = c.from_number if full_numbers else mask_phone(c.from_number)
-        outcome = "in progress" if c.status == "in-progress" else (c.outcome or "-")
-        if c.status == "abnormal":
+        outcome = "in progress" if c.status == CallStatus.IN_PROGRESS else (c.outcome or "-")
+        if c.status == CallStatus.ABNORMAL:
             outcome += "!"
         rows.append(f"{_when(c.started_at, tz):<19}  {number:<16}  {_duration(c.duration_s):>5}  {c.turns:>5}  "
                     f"{outcome:<12}  {c.call_sid}")
@@ -55,25 +55,25 @@ def calls_table(calls: list[CallSummary], tz: ZoneInfo, full_numbers: bool) -> s
 def transcript(detail: CallDetail, tz: ZoneInfo, full_numbers: bool) -> str:
     c = detail.call
     number = c.from_number if full_numbers else mask_phone(c.from_number)
-    status = c.status if c.status != "completed" else f"completed ({c.end_reason})"
+    status = c.status if c.status != CallStatus.COMPLETED else f"completed ({c.end_reason})"
     lines = [f"Call {c.call_sid} from {number}, {_when(c.started_at, tz)} {tz.key}",
              f"status {status}, outcome {c.outcome or '-'}, duration {_duration(c.duration_s)}, "
              f"{len(detail.turns)} turns, greeting {_ms(detail.greeting_ms)} ms, "
              f"median {_ms(detail.median_ms)} ms / worst {_ms(detail.worst_ms)} ms to first audio", ""]
     for t in detail.turns:
         offset = _duration((t.at - c.started_at).total_seconds())
-        who = "Caller" if t.speaker == "caller" else "Zylin "
+        who = "Caller" if t.speaker == Speaker.CALLER else "Zylin "
         lines.append(f"{_when(t.at, tz, '%H:%M:%S')} +{offset:>5}  {who}: {t.text}")
         if t.interrupted:
             lines.append(f"{'':>17}  [interrupted; heard: {t.heard_text or 'nothing'!r}]")
         if t.first_audio_ms is not None:
-            parts = "  ".join(f"{name.removesuffix('_ms')} {_ms(getattr(t, name))}" for name in LATENCY_COLUMNS)
+            parts = "  ".join(f"{f.short} {_ms(getattr(t, f.name))}" for f in LATENCY_FIELDS)
             lines.append(f"{'':>17}  latency ms: {parts}")
     for b in detail.bookings:
         lines.append(f"booking {b.code}: {b.service} {_when(b.start_utc, tz, '%a %d %b %H:%M')} ({b.status})")
     for m in detail.messages:
         lines.append(f"message from {m.name or '?'}: {m.message} ({m.urgency}, SMS {m.sms_status})")
-    events = [e for e in detail.events if e.kind not in ("barge_in",)]
+    events = [e for e in detail.events if e.kind != EventKind.BARGE_IN]
     if events:
         lines.append("")
         lines.extend(f"{_when(e.at, tz, '%H:%M:%S')}  event {e.kind} "

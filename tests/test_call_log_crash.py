@@ -18,7 +18,7 @@ import httpx
 
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.storage import Database, Storage
-from services.storage.calls import SWEPT_REASON
+from services.storage.vocabulary import EndReason
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT
 
 SERVER = """
@@ -112,7 +112,7 @@ async def test_a_server_killed_mid_call_leaves_the_finished_turns_and_the_restar
     finally:
         await reader.db.close()
 
-    assert record["status"] == "abnormal" and record["end_reason"] == SWEPT_REASON
+    assert record["status"] == "abnormal" and record["end_reason"] == EndReason.SWEPT
     assert record["outcome"] == "error" and record["ended_at"] is not None
     assert [t["text"] for t in record["turns"]] == [t.text for t in after_crash.turns]
     assert "ended abnormally" in page and "What are your opening hours?" in page

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.receptionist.availability import spoken_datetime
+from services.receptionist.spoken import spoken_datetime
 from services.receptionist.lines import TRANSFER_FAILED_LINE
 from services.receptionist.profile import load_profile
 from services.simulator.caller import CallerLine

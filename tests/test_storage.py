@@ -14,8 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, update
 
 from services.storage import CallFilter, Database, MessageFilter, Storage, StorageError, derive_outcome
-from services.storage.calls import SWEPT_REASON, TurnRow
+from services.storage.calls import TurnRow
 from services.storage.models import Base, Call
+from services.storage.vocabulary import EndReason
 from tests.conftest import ROOT
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -158,7 +159,7 @@ async def test_the_sweep_closes_only_calls_no_live_server_can_still_be_serving(d
 
     assert sorted(swept) == sorted([crashed, over])
     crashed_call = await storage.calls.get_call(crashed)
-    assert crashed_call.call.status == "abnormal" and crashed_call.call.end_reason == SWEPT_REASON
+    assert crashed_call.call.status == "abnormal" and crashed_call.call.end_reason == EndReason.SWEPT
     assert len(crashed_call.turns) == 4, "every finished turn is kept"
     assert crashed_call.call.ended_at == at(9), "ended at its last sign of life"
     assert crashed_call.call.outcome == "error"

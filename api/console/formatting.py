@@ -7,8 +7,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-OUTCOME_LABELS = {"booked": "booked", "message": "message", "transferred": "transferred",
-                  "hung_up": "hung up", "error": "error", "none": "no action"}
+from services.storage.vocabulary import Outcome
+
+OUTCOME_LABELS: dict[str, str] = {
+    Outcome.BOOKED: "booked", Outcome.MESSAGE: "message", Outcome.TRANSFERRED: "transferred",
+    Outcome.HUNG_UP: "hung up", Outcome.ERROR: "error", Outcome.NONE: "no action"}
 
 
 def split_heard(text: str, heard: str | None) -> tuple[str, str]:

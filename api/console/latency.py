@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.orchestrator.latency import LATENCY_FIELDS
 from services.storage import CallDetail, TurnRow
 
-BAR_PARTS = (("asr_ms", "speech recognition", "#4e79a7"), ("llm_ttft_ms", "LLM first token", "#af7aa1"),
-             ("tool_ms", "tools", "#f28e2b"), ("tts_ttfb_ms", "speech synthesis", "#59a14f"),
-             ("overhead_ms", "Zylin overhead", "#9c9c9c"))
+COLOURS = {"asr_ms": "#4e79a7", "llm_ttft_ms": "#af7aa1", "tool_ms": "#f28e2b", "tts_ttfb_ms": "#59a14f",
+           "overhead_ms": "#9c9c9c"}
+# (field, label, colour) of each part of the time to first audio, stacked in this order
+BAR_PARTS = tuple((f.name, f.label, COLOURS[f.name]) for f in LATENCY_FIELDS if f.part)
 BAR_WIDTH = 300
 
 

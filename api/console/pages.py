@@ -13,7 +13,7 @@ from api.auth import admin_only
 from api.console import listings
 from api.console.formatting import OUTCOME_LABELS, filters
 from api.console.latency import latency_chart
-from services.storage.models import OUTCOMES
+from services.storage.vocabulary import Outcome
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[2] / "templates"))
 
@@ -21,7 +21,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[2] / 
 def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
     """A page with what every template needs: the business, its zone, the outcomes, the filters."""
     profile = listings.runtime(request).profile
-    context = {"business": profile.name, "tz": profile.timezone, "outcomes": OUTCOMES,
+    context = {"business": profile.name, "tz": profile.timezone, "outcomes": tuple(Outcome),
                "outcome_labels": OUTCOME_LABELS, **filters(profile.tz), **context}
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
 

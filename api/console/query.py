@@ -16,7 +16,8 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from services.storage import BookingFilter, CallFilter
-from services.storage.models import OUTCOMES, utcnow
+from services.storage.models import utcnow
+from services.storage.vocabulary import Outcome
 
 PER_PAGE = 25
 MAX_PER_PAGE = 200
@@ -79,8 +80,8 @@ class Query:
     def parse(cls, request: Request, tz: ZoneInfo) -> Query:
         params = request.query_params
         outcome = params.get("outcome", "").strip() or None
-        if outcome and outcome not in OUTCOMES:
-            raise BadFilter(f"outcome={outcome!r}: one of {', '.join(OUTCOMES)}")
+        if outcome and outcome not in tuple(Outcome):
+            raise BadFilter(f"outcome={outcome!r}: one of {', '.join(Outcome)}")
         caller = "".join(ch for ch in params.get("caller", "") if ch.isdigit()) or None
         raw = {k: params.get(k, "") for k in ("from", "to", "outcome", "caller", "per_page")}
         return cls(since=_moment(params.get("from", ""), "from", tz, end_of_day=False),

@@ -38,6 +38,7 @@ from services.receptionist.tools import Toolbox, ToolBudget
 from services.settings import Settings
 from services.storage import Storage, TurnRow
 from services.storage.models import utcnow
+from services.storage.vocabulary import CallMode, EndReason, EventKind, Speaker, twilio_ended
 from services.telephony.recordings import RecordingError, fetch_recording
 from services.telephony.rest import Telephony
 from services.telephony.webhook import DIAL_FAILED
@@ -105,7 +106,7 @@ class Progress:
     action: CallAction | None = None
     events: list[tuple[str, dict[str, Any], datetime]] = field(default_factory=list)
 
-    def event(self, kind: str, **detail: Any) -> None:
+    def event(self, kind: EventKind, **detail: Any) -> None:
         self.events.append((kind, plain(detail), utcnow()))
 
     def add_tool_run(self, started: float, ended: float) -> None:
@@ -165,10 +166,10 @@ class LegacyReceptionist:
 
     async def answer_call(self, call_sid: str, caller: str, called: str) -> str:
         log.info("incoming legacy call %s from %s", call_sid, mask_phone(caller))
-        await self.storage.call_opened(call_sid, caller, called, mode="legacy")
+        await self.storage.call_opened(call_sid, caller, called, mode=CallMode.LEGACY)
         greeting = self.profile.greeting
         state = LegacyState(history=[Message("assistant", greeting)], next_turn=1)
-        turn = TurnRow(idx=0, speaker="zylin", text=greeting, at=utcnow(), heard_text=greeting)
+        turn = TurnRow(idx=0, speaker=Speaker.ZYLIN, text=greeting, at=utcnow(), heard_text=greeting)
         await self._store(call_sid, state, [turn], [], caller=caller, called=called)
         return self.say_and_record(greeting)
 
@@ -198,8 +199,8 @@ class LegacyReceptionist:
         call_sid, caller, called = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
         budget = self.settings.legacy_response_budget_s
         if form.get("Digits") == "hangup":  # the caller hung up while recording: nothing to answer
-            await self._store(call_sid, await self._state(call_sid), [], [], end_reason="twilio: caller hung up",
-                              caller=caller, called=called)
+            await self._store(call_sid, await self._state(call_sid), [], [],
+                              end_reason=twilio_ended("caller hung up"), caller=caller, called=called)
             return str(VoiceResponse())
         try:
             state = await asyncio.wait_for(self._state(call_sid), budget / 4)
@@ -218,23 +219,23 @@ class LegacyReceptionist:
         except TimeoutError:
             log.warning("legacy call %s: no answer from the %s within the %.1f s budget", call_sid,
                         progress.stage, budget)
-            progress.event("provider_error", provider=progress.stage, error=f"no answer within {budget:g} s")
+            progress.event(EventKind.PROVIDER_ERROR, provider=progress.stage, error=f"no answer within {budget:g} s")
             return await self._answer(call_sid, state, progress, TOO_SLOW, at=at, remember=False,
                                       caller=caller, called=called)
         except (RecordingError, TranscriberError) as exc:
             log.warning("legacy call %s: %s", call_sid, scrub(str(exc)))
-            progress.event("provider_error", provider=progress.stage, error=str(exc))
+            progress.event(EventKind.PROVIDER_ERROR, provider=progress.stage, error=str(exc))
             return await self._missed(call_sid, state, progress, at, caller, called)
         except BrainError as exc:
             log.warning("legacy call %s: brain failed: %s", call_sid, scrub(str(exc)))
-            progress.event("provider_error", provider="llm", error=str(exc))
+            progress.event(EventKind.PROVIDER_ERROR, provider="llm", error=str(exc))
             progress.messages = [Message("assistant", FALLBACK_LINE)]
             return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
                                       caller=caller, called=called)
         except Exception as exc:  # its message may quote the caller's words: DEBUG only
             log.error("legacy call %s: turn failed: %s", call_sid, describe_error(exc))
             log.debug("legacy call %s: turn failed", call_sid, exc_info=True)
-            progress.event("provider_error", provider=progress.stage, error="unexpected")
+            progress.event(EventKind.PROVIDER_ERROR, provider=progress.stage, error="unexpected")
             progress.messages = [Message("assistant", FALLBACK_LINE)]
             return await self._answer(call_sid, state, progress, FALLBACK_LINE, at=at,
                                       caller=caller, called=called)
@@ -248,7 +249,7 @@ class LegacyReceptionist:
                     toolbox: Toolbox) -> None:
         """Recording -> transcript -> brain rounds until it stops calling tools."""
         if form.get("Digits") == "0":
-            progress.event("dtmf", digit="0")
+            progress.event(EventKind.DTMF, digit="0")
             said = DTMF_PERSON
         else:
             said = await self._hear(state, form, progress)
@@ -259,7 +260,7 @@ class LegacyReceptionist:
         history = state.history + [Message("user", said)]
 
         def ran(call: ToolCall, result: ToolResult) -> None:
-            progress.event("tool", name=call.name, arguments=call.arguments, result=result.data)
+            progress.event(EventKind.TOOL, name=call.name, arguments=call.arguments, result=result.data)
             if result.action is not None:
                 progress.action = result.action
 
@@ -303,12 +304,12 @@ class LegacyReceptionist:
         duration = form.get("DialCallDuration", "")
         progress = Progress(received=time.monotonic())
         if status not in DIAL_FAILED:
-            progress.event("transfer_answered", status=status or "completed",
+            progress.event(EventKind.TRANSFER_ANSWERED, status=status or "completed",
                            duration_s=int(duration) if duration.isdigit() else None)
             await self._store(call_sid, await self._state(call_sid), [], progress.events,
-                              end_reason="transferred to a person", received=progress.received)
+                              end_reason=EndReason.TRANSFERRED, received=progress.received)
             return str(VoiceResponse())  # the person hung up: nothing left to run, the call ends
-        progress.event("transfer_failed", status=status, why=DIAL_FAILED[status])
+        progress.event(EventKind.TRANSFER_FAILED, status=status, why=DIAL_FAILED[status])
         state = await self._state(call_sid)
         line = not_put_through(DIAL_FAILED[status])
         progress.messages = [Message("assistant", line)]
@@ -321,7 +322,7 @@ class LegacyReceptionist:
                       caller: str, called: str) -> str:
         """Nothing usable heard: re-prompt twice in a row, then offer a message, then say goodbye."""
         state.misses += 1
-        progress.event("not_heard", misses=state.misses)
+        progress.event(EventKind.NOT_HEARD, misses=state.misses)
         if state.misses <= MAX_REPROMPTS:
             return await self._answer(call_sid, state, progress, REPROMPT, at=at, remember=False,
                                       keep_misses=True, caller=caller, called=called)
@@ -349,23 +350,23 @@ class LegacyReceptionist:
                      if progress.llm_first_at is not None and progress.llm_request_at is not None else None)
             overhead_s = total_s - (progress.asr_s or 0.0) - (llm_s or 0.0) - progress.tool_s
             turns.append(TurnRow(
-                idx=state.next_turn, speaker="caller", text=progress.transcript, at=at, speech_end_at=at,
+                idx=state.next_turn, speaker=Speaker.CALLER, text=progress.transcript, at=at, speech_end_at=at,
                 asr_ms=_ms(progress.asr_s), llm_ttft_ms=_ms(llm_s), tool_ms=_ms(progress.tool_s),
                 first_audio_ms=_ms(total_s), overhead_ms=_ms(overhead_s)))
             if remember:
                 state.history.append(Message("user", progress.transcript))
         if remember:
             state.history.extend(progress.messages)
-        turns.append(TurnRow(idx=state.next_turn + len(turns), speaker="zylin", text=text, heard_text=text,
+        turns.append(TurnRow(idx=state.next_turn + len(turns), speaker=Speaker.ZYLIN, text=text, heard_text=text,
                              at=at + timedelta(milliseconds=(answered - progress.received) * 1000)))
         state.next_turn += len(turns)
         action, end_reason = progress.action, None
         if action is not None and action.kind == "transfer":
-            progress.event("transfer", target=action.target, reason=action.reason)
+            progress.event(EventKind.TRANSFER, target=action.target, reason=action.reason)
             twiml = self.say_and_dial(text, action.target)  # the dial's outcome ends the call, or not
         elif action is not None:
-            progress.event("hang_up", reason=action.reason)
-            end_reason, twiml = "zylin ended the call", self.say_and_hang_up(text)
+            progress.event(EventKind.HANG_UP, reason=action.reason)
+            end_reason, twiml = EndReason.ZYLIN_ENDED, self.say_and_hang_up(text)
         else:
             twiml = self.say_and_record(text)
         await self._store(call_sid, state, turns, progress.events, end_reason=end_reason,

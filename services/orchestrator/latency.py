@@ -1,8 +1,23 @@
-"""What one caller turn cost, instant by instant (the fields are defined in docs/architecture.md, "Latency")."""
+"""What one caller turn cost, instant by instant (the fields are defined in docs/architecture.md, "Latency"),
+and LATENCY_FIELDS: the one list of its durations, for everything that stores or shows them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyField:
+    """One duration of a turn. `name` is the TurnLatency property, the turn row's column and the
+    JSON key alike, so every reader lists the durations from LATENCY_FIELDS, never by hand."""
+    name: str       # "llm_ttft_ms"
+    label: str      # how a page names it: "LLM first token"
+    part: bool      # one of the parts first_audio_ms is made of (the call page stacks them)
+
+    @property
+    def short(self) -> str:
+        """The name without its unit: a terminal table's column ("llm_ttft")."""
+        return self.name.removesuffix("_ms")
 
 
 def _ms(start: float | None, end: float | None) -> float | None:
@@ -65,6 +80,17 @@ class TurnLatency:
         self.tool_before_audio_s += max(0.0, min(ended, heard_from) - started)
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"asr_ms": self.asr_ms, "llm_ttft_ms": self.llm_ttft_ms, "tool_ms": self.tool_ms,
-                "tts_ttfb_ms": self.tts_ttfb_ms, "first_audio_ms": self.first_audio_ms,
-                "heard_ms": self.heard_ms, "overhead_ms": self.overhead_ms}
+        return {field.name: getattr(self, field.name) for field in LATENCY_FIELDS}
+
+
+# Every duration TurnLatency derives, in the order tables show them (tests/test_latency_fields.py
+# holds this to TurnLatency's properties, the turns table and the JSON API).
+LATENCY_FIELDS = (
+    LatencyField("asr_ms", "speech recognition", part=True),
+    LatencyField("llm_ttft_ms", "LLM first token", part=True),
+    LatencyField("tool_ms", "tools", part=True),
+    LatencyField("tts_ttfb_ms", "speech synthesis", part=True),
+    LatencyField("first_audio_ms", "first audio", part=False),
+    LatencyField("heard_ms", "heard", part=False),
+    LatencyField("overhead_ms", "Zylin overhead", part=True),
+)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.privacy import log_safe, mask_phone
+from services.storage.vocabulary import EventKind, Speaker
 
 log = logging.getLogger("zylin.calls")
 
@@ -30,7 +31,7 @@ class CallInfo:
 @dataclass(slots=True)
 class TurnRecord:
     index: int
-    speaker: Literal["caller", "zylin"]
+    speaker: Speaker
     text: str
     at: float                                 # monotonic
     heard_text: str | None = None             # zylin turns: what the caller actually heard
@@ -40,7 +41,7 @@ class TurnRecord:
 
 @dataclass(slots=True)
 class CallEvent:
-    kind: str          # transfer, hang_up, barge_in, dtmf, provider_error, message, ...
+    kind: EventKind
     at: float
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -124,9 +125,3 @@ class MemoryRecorder(LogRecorder):
         entry["ended"] = reason
         entry["history"] = list(history)
         self._ended.setdefault(call.call_sid, asyncio.Event()).set()
-
-
-def turn_dict(turn: TurnRecord) -> dict[str, Any]:
-    out = asdict(turn)
-    out["latency"] = turn.latency.as_dict() if turn.latency else None
-    return out

@@ -39,6 +39,8 @@ from services.receptionist.persona import system_prompt
 from services.receptionist.tool_types import CallAction, ToolResult
 from services.receptionist.tools import Toolbox, ToolBudget
 from services.settings import Settings
+from services.storage.vocabulary import EndReason, EventKind
+from services.storage.vocabulary import Speaker as TurnSpeaker  # not orchestrator.speaker.Speaker
 from services.telephony.media_streams import StreamSender
 from services.telephony.rest import Telephony
 from services.telephony.webhook import DIAL_FAILED, dial_result_url
@@ -141,7 +143,7 @@ class CallSession:
             await self.asr.send(pcm)
 
     async def on_dtmf(self, digit: str) -> None:
-        self._event("dtmf", digit=digit)
+        self._event(EventKind.DTMF, digit=digit)
         await self.turn_detector.on_dtmf(digit)
 
     def on_mark(self, name: str) -> None:
@@ -219,11 +221,11 @@ class CallSession:
         if reply.action is not None and reply.action.kind == "end_call" and self.state is State.ENDING:
             self.state = State.STREAMING  # the caller is not done after all
         reply.action = None
-        self._event("barge_in", why=why, heard=heard)
+        self._event(EventKind.BARGE_IN, why=why, heard=heard)
 
     def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
         latency = TurnLatency(speech_end=speech_end, transcript_at=closed_at)
-        turn = TurnRecord(self._turn_base + len(self.turns), "caller", text, closed_at, latency=latency)
+        turn = TurnRecord(self._turn_base + len(self.turns), TurnSpeaker.CALLER, text, closed_at, latency=latency)
         self.turns.append(turn)
         self.history.append(Message("user", text))
         reply = self._new_reply(latency, caller_turn=turn)
@@ -241,7 +243,7 @@ class CallSession:
         # A fresh encoder per reply: an interrupted reply's leftovers can never leak into the next.
         encoder = OutboundEncoder(self.tts.sample_rate, self.tts.encoding, self.settings.soxr_quality)
         speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency, self.speech_fallback, self._event)
-        record = TurnRecord(0, "zylin", "", time.monotonic())
+        record = TurnRecord(0, TurnSpeaker.ZYLIN, "", time.monotonic())
         reply = Reply(self._gen, latency, speaker, record, caller_turn=caller_turn,
                       stream_s_at_start=self.stream_s)
         self._reply = reply
@@ -270,11 +272,11 @@ class CallSession:
                 if reply.latency.llm_first_at is None:  # the brain's time ran out: it is its share
                     reply.latency.llm_first_at = time.monotonic()
                 log.warning("brain failed on %s: %s", self.info.call_sid, exc)
-                self._event("provider_error", provider="llm", error=str(exc))
+                self._event(EventKind.PROVIDER_ERROR, provider="llm", error=str(exc))
                 self._speak_fallback(reply)
             except Exception:
                 log.exception("reply failed on %s", self.info.call_sid)
-                self._event("provider_error", provider="llm", error="unexpected")
+                self._event(EventKind.PROVIDER_ERROR, provider="llm", error="unexpected")
                 self._speak_fallback(reply)
             reply.speaker.finish()
             await speaking
@@ -301,7 +303,7 @@ class CallSession:
             reply.speaker.say(ONE_MOMENT, message)
 
         def ran(call: ToolCall, result: ToolResult) -> None:
-            self._event("tool", name=call.name, arguments=call.arguments, result=result.data)
+            self._event(EventKind.TOOL, name=call.name, arguments=call.arguments, result=result.data)
             if result.action is not None:
                 reply.action = result.action
 
@@ -372,18 +374,18 @@ class CallSession:
     async def _carry_out(self, action: CallAction) -> None:
         if action.kind == "end_call":
             self.state = State.ENDING
-            self._event("hang_up", reason=action.reason)
+            self._event(EventKind.HANG_UP, reason=action.reason)
             if not await self.telephony.hang_up(self.info.call_sid):
                 await self.sender.close()
-                await self.stop("zylin ended the call")
+                await self.stop(EndReason.ZYLIN_ENDED)
             return
-        self._event("transfer", target=action.target, reason=action.reason)
+        self._event(EventKind.TRANSFER, target=action.target, reason=action.reason)
         action_url = dial_result_url(self.settings.public_url, self.segment + 1)
         if await self.telephony.transfer(self.info.call_sid, action.target, action_url):
             self.state = State.ENDING  # Twilio stops the stream by itself when <Dial> starts
-            self.end_reason = "transferred to a person"
+            self.end_reason = EndReason.TRANSFERRED
             return
-        self._event("transfer_failed", target=action.target)
+        self._event(EventKind.TRANSFER_FAILED, target=action.target)
         self.history.append(Message("user", "[The transfer failed: nobody could be reached.]"))
         self._say(TRANSFER_FAILED_LINE)
 
@@ -421,7 +423,7 @@ class CallSession:
             # whose mark never comes back (Twilio stopped reading): this holds while ENDING too.
             if overtime > 60:
                 await self.sender.close()
-                await self.stop("maximum call length")
+                await self.stop(EndReason.MAX_LENGTH)
                 return
             if self.state is not State.STREAMING:
                 continue
@@ -440,11 +442,11 @@ class CallSession:
 
     async def _recognizer_failed(self, reason: str) -> None:
         self.asr_failed = True
-        self._event("provider_error", provider="asr", error=reason)
+        self._event(EventKind.PROVIDER_ERROR, provider="asr", error=reason)
         if self.state is State.STREAMING:
             self._say(ASR_DOWN_LINE)
 
     # --- records ---------------------------------------------------------------------------------
 
-    def _event(self, kind: str, **detail) -> None:
+    def _event(self, kind: EventKind, **detail) -> None:
         self.recorder.event(self.info, CallEvent(kind, time.monotonic(), detail))

@@ -5,7 +5,7 @@ A sentence is never silence because one voice failed: when the main voice fails 
 sentence's first audio byte (an error, or nothing within the first-byte bound), the fallback voice
 says the same sentence; when no voice can, the caller hears a short pre-rendered apology, once per
 reply. A voice that breaks off mid-sentence is not repeated: the next sentence follows. The call
-log hears of each through `on_event`, so this module stays free of storage.
+log hears of each through `on_event`: this module never writes to it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.audio.codec import TWILIO_RATE, OutboundEncoder
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.receptionist.lines import APOLOGY_LINE
+from services.storage.vocabulary import EventKind
 from services.telephony.media_streams import StreamSender
 from services.tts.base import SpeechSynthesizer
 
@@ -220,7 +221,7 @@ class Speaker:
         except Exception as exc:  # what was sent stays sent (and marked); the next sentence follows
             reason = failure(voice, exc)
             log.error("speech synthesis broke off mid-sentence (%s); going on with the next", reason)
-            self._report("provider_error", provider="tts", heard="part", error=reason)
+            self._report(EventKind.PROVIDER_ERROR, provider="tts", heard="part", error=reason)
         await self._send_audio(sentence, encoder.flush())
         if sentence.audio_bytes:
             self.sentences.append(sentence)
@@ -233,7 +234,8 @@ class Speaker:
         voice, reason, fallback = job.voice, "; ".join(job.failures), self.fallback
         assert voice is not None and fallback is not None  # only a fallback voice takes a sentence over
         log.warning("the main voice failed a sentence (%s); %s says it", reason, voice_name(voice))
-        self._report("tts_fallback", provider=voice_name(self.tts), error=reason, spoken_by=voice_name(voice))
+        self._report(EventKind.TTS_FALLBACK, provider=voice_name(self.tts), error=reason,
+                     spoken_by=voice_name(voice))
         if self._fallback_encoder is None:
             self._fallback_encoder = OutboundEncoder(voice.sample_rate, voice.encoding, fallback.quality)
         return self._fallback_encoder
@@ -243,7 +245,7 @@ class Speaker:
         apology = self.fallback.apology if self.fallback is not None else None
         heard = "apology" if apology and not self._apologized else "nothing"
         log.error("no voice could say a sentence (%s); the caller hears %s", failed, heard)
-        self._report("provider_error", provider="tts", error=str(failed), heard=heard)
+        self._report(EventKind.PROVIDER_ERROR, provider="tts", error=str(failed), heard=heard)
         if apology is None or heard == "nothing":  # (no apology: heard is "nothing")
             return
         self._apologized = True
@@ -254,7 +256,7 @@ class Speaker:
         self.sentences.append(said)
         await self.sender.mark(said.mark)
 
-    def _report(self, kind: str, **detail: str) -> None:
+    def _report(self, kind: EventKind, **detail: str) -> None:
         if self.on_event is not None:
             self.on_event(kind, **detail)
 

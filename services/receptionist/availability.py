@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from services.receptionist.profile import BusinessProfile, Service
+from services.receptionist.spoken import spoken_datetime, spoken_day, spoken_time
 
 Interval = tuple[datetime, datetime]  # busy: [start, end) of an existing booking, aware
 
@@ -22,16 +23,6 @@ class Slot:
 
     def spoken(self) -> str:
         return spoken_datetime(self.start)
-
-
-def spoken_time(at: datetime) -> str:
-    hour = at.hour % 12 or 12
-    minutes = f":{at.minute:02d}" if at.minute else ""
-    return f"{hour}{minutes} {'am' if at.hour < 12 else 'pm'}"
-
-
-def spoken_datetime(at: datetime) -> str:
-    return f"{at:%A, %B} {at.day} at {spoken_time(at)}"
 
 
 def local_datetime(profile: BusinessProfile, day: date, hour: int, minute: int) -> datetime | None:
@@ -100,7 +91,7 @@ def refusal(profile: BusinessProfile, service: Service, start: datetime, busy: l
     slot = next((s for s in candidate_starts(profile, service, start.date()) if s.start == start), None)
     if slot is None:
         if profile.open_span(start.date()) is None:
-            return f"we're closed on {start:%A, %B} {start.day}"
+            return f"we're closed on {spoken_day(start)}"
         if (start.hour * 60 + start.minute) % profile.booking.slot_step_min:
             return f"appointments start every {profile.booking.slot_step_min} minutes, on the quarter hour" \
                 if profile.booking.slot_step_min == 15 else \

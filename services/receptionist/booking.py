@@ -24,8 +24,6 @@ from services.receptionist.availability import (
     nearest_free,
     refusal,
     search_days,
-    spoken_datetime,
-    spoken_time,
 )
 from services.receptionist.profile import Service
 from services.receptionist.refusals import (
@@ -36,6 +34,7 @@ from services.receptionist.refusals import (
     no_such_service,
     refuse,
 )
+from services.receptionist.spoken import spoken_datetime, spoken_day, spoken_time
 from services.receptionist.tool_args import (
     BookAppointment,
     CancelAppointment,
@@ -98,7 +97,7 @@ def _spoken_list(slots: list[Slot]) -> str:
     days = {s.start.date() for s in slots}
     if len(days) == 1:
         times = [spoken_time(s.start) for s in slots]
-        head = f"{slots[0].start:%A, %B} {slots[0].start.day}"
+        head = spoken_day(slots[0].start)
         return f"{head}: " + (", ".join(times[:-1]) + " or " + times[-1] if len(times) > 1 else times[0])
     return "; ".join(spoken_datetime(s.start) for s in slots)
 
@@ -157,7 +156,7 @@ async def check_availability(ctx: CallContext, args: CheckAvailability) -> ToolR
     elif shown:
         spoken = f"Free for a {service.name.lower()} on {_spoken_list(shown)}."
     else:
-        spoken = f"Nothing is free for a {service.name.lower()} on {day:%A, %B} {day.day}."
+        spoken = f"Nothing is free for a {service.name.lower()} on {spoken_day(day)}."
     if alternatives:
         spoken += f" The nearest free times are {_spoken_list(alternatives)}."
     return ToolResult({

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.receptionist.profile import BusinessProfile
+from services.receptionist.spoken import spoken_day, spoken_time
 
 PERSONA = """\
 You are Zylin, the receptionist who answers the phone for {name}. You are warm, calm and efficient.
@@ -42,8 +43,7 @@ def system_prompt(profile: BusinessProfile, now: datetime | None = None) -> str:
     if profile.faq:
         lines.append("Answers to common questions:")
         lines += [f"- {topic}: {answer}" for topic, answer in profile.faq.items()]
-    lines.append(f"Right now it is {now:%A}, {now:%B} {now.day}, {now.year}, "
-                 f"{now.hour % 12 or 12}:{now:%M} {'am' if now.hour < 12 else 'pm'} "
+    lines.append(f"Right now it is {spoken_day(now)}, {now.year}, {spoken_time(now, always_minutes=True)} "
                  f"in the business's time zone ({profile.timezone}).")
     return "\n".join(lines)
 

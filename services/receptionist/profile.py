@@ -11,6 +11,8 @@ from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from services.receptionist.spoken import spoken_day, spoken_time
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = dict(zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
                                 "Saturday", "Sunday"), strict=True))
@@ -34,7 +36,7 @@ class OpenSpan:
     closes: time
 
     def spoken(self) -> str:
-        return f"{_spoken_time(self.opens)} to {_spoken_time(self.closes)}"
+        return f"{spoken_time(self.opens)} to {spoken_time(self.closes)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ class BusinessProfile:
         upcoming = sorted((d, span) for d, span in self.exceptions.items() if 0 <= (d - today).days < days)
         if not upcoming:
             return ""
-        parts = [f"{d:%A, %B} {d.day}: " + (f"open {span.spoken()} only" if span else "closed")
+        parts = [f"{spoken_day(d)}: " + (f"open {span.spoken()} only" if span else "closed")
                  for d, span in upcoming]
         return "Exceptions to the usual hours: " + "; ".join(parts) + "."
 
@@ -128,12 +130,6 @@ def _within(span: OpenSpan | None, at: time) -> bool:
 
 def _span_text(span: OpenSpan | None) -> str:
     return "closed" if span is None else f"{span.opens:%H:%M}-{span.closes:%H:%M}"
-
-
-def _spoken_time(t: time) -> str:
-    hour = t.hour % 12 or 12
-    suffix = "am" if t.hour < 12 else "pm"
-    return f"{hour}{':%02d' % t.minute if t.minute else ''} {suffix}"
 
 
 # --- what the file may say ----------------------------------------------------------------------

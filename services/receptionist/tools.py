@@ -30,6 +30,7 @@ from services.receptionist import booking, tool_args
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tool_args import ToolArgs
 from services.receptionist.tool_types import BROKEN, CallAction, CallContext, ToolResult
+from services.storage.vocabulary import SmsStatus
 
 if TYPE_CHECKING:
     from services.storage import Storage
@@ -65,7 +66,7 @@ async def take_message(ctx: CallContext, args: tool_args.TakeMessage) -> ToolRes
         owner = ctx.profile.owner_sms
         saved = await ctx.storage.messages.save_message(
             message=args.message, name=entry["name"], phone=entry["phone"], urgency=entry["urgency"],
-            call_sid=ctx.call_sid, sms_status="pending" if owner else "off")
+            call_sid=ctx.call_sid, sms_status=SmsStatus.PENDING if owner else SmsStatus.OFF)
         if owner and ctx.telephony is not None:
             ctx.background(_text_owner(ctx, ctx.storage, ctx.telephony, saved.id, owner, entry))
     return ToolResult({"ok": True, "note": "Confirm the message will be passed on."})
@@ -78,7 +79,7 @@ async def _text_owner(ctx: CallContext, storage: Storage, telephony: Telephony, 
     body = f"{urgent}Message for {ctx.profile.name} from {who} ({entry['phone']}): {entry['message']}"
     sent = await telephony.send_sms(owner, body[:1500])
     try:
-        await storage.messages.set_sms_status(message_id, "sent" if sent else "failed")
+        await storage.messages.set_sms_status(message_id, SmsStatus.SENT if sent else SmsStatus.FAILED)
     except Exception as exc:
         log.error("could not record the SMS status of message %s: %s", message_id, describe_error(exc))
 

@@ -9,11 +9,13 @@ from datetime import time, timedelta
 
 from starlette.applications import Starlette
 
+from services.orchestrator.latency import LATENCY_FIELDS
 from services.orchestrator.record import CallInfo, MemoryRecorder, TurnRecord
 from services.receptionist.profile import BusinessProfile
 from services.settings import Settings
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.simulator.server import serve_app
+from services.storage.vocabulary import Speaker
 
 # main.create_app: passed in, since main (the top) imports this module, never the other way round.
 AppFactory = Callable[..., Starlette]
@@ -46,7 +48,7 @@ class PrintingRecorder(MemoryRecorder):
     def turn(self, call: CallInfo, turn: TurnRecord) -> None:
         super().turn(call, turn)
         clock = f"{turn.at - self.started:6.1f}s"
-        if turn.speaker == "caller":
+        if turn.speaker == Speaker.CALLER:
             print(f"{clock}  Caller: {turn.text}", flush=True)
         else:
             cut = f"   [interrupted; heard: {turn.heard_text!r}]" if turn.interrupted else ""
@@ -54,14 +56,13 @@ class PrintingRecorder(MemoryRecorder):
 
 
 def latency_table(turns: list[TurnRecord]) -> str:
-    cols = ("asr_ms", "llm_ttft_ms", "tool_ms", "tts_ttfb_ms", "first_audio_ms", "heard_ms", "overhead_ms")
-    head = f"{'turn':>4}  {'caller said':<34}" + "".join(f"{c.removesuffix('_ms'):>12}" for c in cols)
+    head = f"{'turn':>4}  {'caller said':<34}" + "".join(f"{f.short:>12}" for f in LATENCY_FIELDS)
     rows = [head, "-" * len(head)]
     for turn in turns:
-        if turn.speaker != "caller" or turn.latency is None:
+        if turn.speaker != Speaker.CALLER or turn.latency is None:
             continue
         values = turn.latency.as_dict()
-        cells = "".join(f"{'-' if values[c] is None else f'{values[c]:.0f}':>12}" for c in cols)
+        cells = "".join(f"{'-' if values[f.name] is None else f'{values[f.name]:.0f}':>12}" for f in LATENCY_FIELDS)
         rows.append(f"{turn.index:>4}  {turn.text[:34]:<34}{cells}")
     return "\n".join(rows)
 

@@ -6,6 +6,8 @@
     storage.bookings   Bookings  - create / move / cancel with the double-booking guarantee
     storage.messages   Messages  - messages taken for the owner
     storage.writer     Writer    - the background queue the recorder feeds
+
+The words it stores (statuses, outcomes, event kinds, ...) are services/storage/vocabulary.py's.
 """
 
 from services.storage.bookings import BookingFilter, BookingNotFound, Bookings, SlotTaken, slot_cells

@@ -23,6 +23,7 @@ from sqlalchemy import or_, select, update
 from services.storage.database import Database
 from services.storage.models import Call, WebhookReceipt, utcnow
 from services.storage.sql import insert_ignore, rowcount
+from services.storage.vocabulary import CallMode, CallStatus
 
 log = logging.getLogger("zylin.storage.admission")
 
@@ -54,7 +55,7 @@ class Admission:
         """True when this stream of the call may start: no stream at or after it was admitted."""
         async with self.db.write() as session:
             await session.execute(insert_ignore(session, Call, [{
-                "call_sid": call_sid, "started_at": utcnow(), "status": "in-progress", "summary": ""}]))
+                "call_sid": call_sid, "started_at": utcnow(), "status": CallStatus.IN_PROGRESS, "summary": ""}]))
             result = await session.execute(update(Call).where(
                 Call.call_sid == call_sid,
                 or_(Call.stream_segment.is_(None), Call.stream_segment < segment),
@@ -125,8 +126,8 @@ class Admission:
     async def _try_lease(self, call_sid: str, owner: str, now: datetime, until: datetime) -> bool:
         async with self.db.write() as session:
             await session.execute(insert_ignore(session, Call, [{
-                "call_sid": call_sid, "started_at": now, "status": "in-progress", "summary": "",
-                "mode": "legacy"}]))
+                "call_sid": call_sid, "started_at": now, "status": CallStatus.IN_PROGRESS, "summary": "",
+                "mode": CallMode.LEGACY}]))
             result = await session.execute(update(Call).where(
                 Call.call_sid == call_sid,
                 or_(Call.turn_lease_until.is_(None), Call.turn_lease_until < now, Call.turn_lease_owner == owner),

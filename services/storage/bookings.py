@@ -33,9 +33,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.storage.database import Database
-from services.storage.models import ACTIVE_BOOKING, Booking, BookingClaim, Call, utcnow
+from services.storage.models import Booking, BookingClaim, Call, utcnow
 from services.storage.records import BookingRecord, booking_record
 from services.storage.sql import dialect_name
+from services.storage.vocabulary import ACTIVE_BOOKING, BookingStatus
 
 log = logging.getLogger("zylin.storage.bookings")
 
@@ -109,7 +110,7 @@ class Bookings:
             now = utcnow()
             booking = Booking(service=service, start_utc=start_utc, end_utc=end_utc,
                               customer_name=customer_name, customer_phone=normal_phone(customer_phone),
-                              status="booked", call_id=await _call_id(session, call_sid),
+                              status=BookingStatus.BOOKED, call_id=await _call_id(session, call_sid),
                               created_at=now, updated_at=now)
             await _insert_with_code(session, booking)
             await _claim(session, booking, cells, lanes)
@@ -128,7 +129,7 @@ class Bookings:
             await session.execute(delete(BookingClaim).where(BookingClaim.booking_id == booking.id))
             await _claim(session, booking, cells, lanes)
             booking.start_utc, booking.end_utc = start_utc, end_utc
-            booking.status, booking.updated_at = "moved", utcnow()
+            booking.status, booking.updated_at = BookingStatus.MOVED, utcnow()
             return booking_record(booking, await _call_sid(session, booking.call_id))
 
         return await self._transaction(work)
@@ -138,7 +139,7 @@ class Bookings:
         async def work(session: AsyncSession) -> BookingRecord:
             booking = await _active(session, code)
             await session.execute(delete(BookingClaim).where(BookingClaim.booking_id == booking.id))
-            booking.status, booking.updated_at = "cancelled", utcnow()
+            booking.status, booking.updated_at = BookingStatus.CANCELLED, utcnow()
             return booking_record(booking, await _call_sid(session, booking.call_id))
 
         return await self._transaction(work)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,19 +19,30 @@ from services.storage.database import Database
 from services.storage.models import Booking, Call, Event, OwnerMessage, Turn, utcnow
 from services.storage.records import BookingRecord, MessageRecord, booking_record, message_record
 from services.storage.sql import insert_ignore
+from services.storage.vocabulary import (
+    TWILIO_REPORTED,
+    BookingStatus,
+    CallMode,
+    CallStatus,
+    EndReason,
+    EventKind,
+    Outcome,
+    Speaker,
+    twilio_ended,
+)
 
-LATENCY_FIELDS = ("asr_ms", "llm_ttft_ms", "tool_ms", "tts_ttfb_ms", "first_audio_ms", "heard_ms",
-                  "overhead_ms")
-CALLER_ENDED = ("stop event", "socket closed")
+# The caller (or Twilio, on their side) ended the call: it was not Zylin's goodbye.
+CALLER_ENDED = (EndReason.STOP_EVENT, EndReason.SOCKET_CLOSED, EndReason.STUCK)
 BOOKING_TOOLS = ("book_appointment", "reschedule_appointment")
-SWEPT_REASON = "server stopped mid-call (closed by the sweep)"
 
 
 # --- what the writer stores -----------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class TurnRow:
-    """One finished turn, in storage terms (UTC datetimes, derived latency in ms)."""
+    """One finished turn, in storage terms (UTC datetimes, derived latency in ms): the columns of
+    `models.Turn`, field for field; the latency ones are orchestrator.latency.LATENCY_FIELDS
+    (tests/test_latency_fields.py keeps the three the same)."""
     idx: int
     speaker: str
     text: str
@@ -100,7 +111,8 @@ class CallDetail:
 
     @property
     def reply_latencies_ms(self) -> list[float]:
-        return [t.first_audio_ms for t in self.turns if t.speaker == "caller" and t.first_audio_ms is not None]
+        return [t.first_audio_ms for t in self.turns
+                if t.speaker == Speaker.CALLER and t.first_audio_ms is not None]
 
     @property
     def median_ms(self) -> float | None:
@@ -114,15 +126,15 @@ class CallDetail:
 
     @property
     def escalations(self) -> list[EventView]:
-        return [e for e in self.events if e.kind in ("transfer", "transfer_failed")
-                or (e.kind == "tool" and e.detail.get("name") == "transfer_to_human")]
+        return [e for e in self.events if e.kind in (EventKind.TRANSFER, EventKind.TRANSFER_FAILED)
+                or (e.kind == EventKind.TOOL and e.detail.get("name") == "transfer_to_human")]
 
     def as_json(self) -> dict[str, Any]:
         return {
             **self.call.as_json(), "stream_sid": self.stream_sid, "greeting_ms": self.greeting_ms,
             "twilio_status": self.twilio_status,
             "totals": {"duration_s": self.call.duration_s, "turns": len(self.turns),
-                       "caller_turns": sum(t.speaker == "caller" for t in self.turns),
+                       "caller_turns": sum(t.speaker == Speaker.CALLER for t in self.turns),
                        "median_first_audio_ms": self.median_ms, "worst_first_audio_ms": self.worst_ms},
             "turns": [_jsonable(asdict(t)) for t in self.turns],
             "events": [e.as_json() for e in self.events],
@@ -139,34 +151,34 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 def derive_outcome(events: Sequence[tuple[str, dict[str, Any], datetime]], end_reason: str | None, *,
                    abnormal: bool = False, bookings: int = 0, messages: int = 0,
-                   last_caller_turn_at: datetime | None = None) -> str:
+                   last_caller_turn_at: datetime | None = None) -> Outcome:
     """What the call achieved, from what happened, first match wins:
     booked > transferred > message > error > hung_up (the caller ended it) > none (Zylin said
     goodbye after a conversation that needed no action)."""
     def tool_ok(names: Sequence[str]) -> bool:
-        return any(kind == "tool" and detail.get("name") in names
+        return any(kind == EventKind.TOOL and detail.get("name") in names
                    and (detail.get("result") or {}).get("ok", False) for kind, detail, _ in events)
 
     kinds = [kind for kind, _, _ in events]
-    if bookings or tool_ok(BOOKING_TOOLS) or "booking" in kinds:
-        return "booked"
-    if kinds.count("transfer") > kinds.count("transfer_failed"):
-        return "transferred"
-    if messages or tool_ok(("take_message",)) or "message" in kinds:
-        return "message"
-    errors = [at for kind, _, at in events if kind == "provider_error"]
-    if abnormal or end_reason == "error" or (
+    if bookings or tool_ok(BOOKING_TOOLS):
+        return Outcome.BOOKED
+    if kinds.count(EventKind.TRANSFER) > kinds.count(EventKind.TRANSFER_FAILED):
+        return Outcome.TRANSFERRED
+    if messages or tool_ok(("take_message",)):
+        return Outcome.MESSAGE
+    errors = [at for kind, _, at in events if kind == EventKind.PROVIDER_ERROR]
+    if abnormal or end_reason == EndReason.ERROR or (
             errors and (last_caller_turn_at is None or max(errors) >= last_caller_turn_at)):
-        return "error"
-    if "hang_up" in kinds or (end_reason and end_reason not in CALLER_ENDED and
-                              not end_reason.startswith("twilio")):
-        return "none"
-    return "hung_up"
+        return Outcome.ERROR
+    if EventKind.HANG_UP in kinds or (end_reason and end_reason not in CALLER_ENDED and
+                                      not end_reason.startswith(TWILIO_REPORTED)):
+        return Outcome.NONE
+    return Outcome.HUNG_UP
 
 
 def call_summary(turns: Sequence[TurnRow | Turn], limit: int = 240) -> str:
     """What the caller said, in their words, shortened: the list page's preview."""
-    said = " / ".join(t.text for t in turns if t.speaker == "caller" and t.text)
+    said = " / ".join(t.text for t in turns if t.speaker == Speaker.CALLER and t.text)
     return said if len(said) <= limit else said[:limit - 1].rstrip() + "…"
 
 
@@ -178,7 +190,7 @@ class CallLog:
 
     # writes ------------------------------------------------------------------------------------
 
-    async def open_call(self, call_sid: str, *, caller: str = "", called: str = "", mode: str = "stream",
+    async def open_call(self, call_sid: str, *, caller: str = "", called: str = "", mode: str = CallMode.STREAM,
                         at: datetime | None = None) -> None:
         """The webhook answered: the call exists from now on."""
         async with self.db.write() as session:
@@ -189,9 +201,9 @@ class CallLog:
         at = at or utcnow()
         async with self.db.write() as session:
             call = await self._ensure(session, call_sid, caller=caller, called=called, at=at)
-            if call.status == "completed" and call.stream_sid not in (None, stream_sid):
+            if call.status == CallStatus.COMPLETED and call.stream_sid not in (None, stream_sid):
                 # The caller is back on a new stream (a transfer nobody answered): the call goes on.
-                call.status, call.ended_at, call.end_reason = "in-progress", None, None
+                call.status, call.ended_at, call.end_reason = CallStatus.IN_PROGRESS, None, None
             call.stream_sid = stream_sid
             call.stream_started_at = call.stream_started_at or at
             call.from_number = call.from_number or caller
@@ -217,7 +229,7 @@ class CallLog:
             call = await self._ensure(session, call_sid, caller=caller, called=called, at=at)
             call.stream_sid = call.stream_sid or stream_sid
             call.greeting_ms = greeting_ms if greeting_ms is not None else call.greeting_ms
-            call.status = "completed"
+            call.status = CallStatus.COMPLETED
             call.ended_at = at
             call.end_reason = reason[:120]
             await self._conclude(session, call)
@@ -235,16 +247,17 @@ class CallLog:
         another instance) starts from, the turns and events, and the end when the call is over."""
         at = at or utcnow()
         async with self.db.write() as session:
-            call = await self._ensure(session, call_sid, caller=caller, called=called, mode="legacy", at=at)
+            call = await self._ensure(session, call_sid, caller=caller, called=called, mode=CallMode.LEGACY,
+                                      at=at)
             call.legacy_state = dict(state)
             if turns:
                 await session.execute(insert_ignore(session, Turn, [{"call_id": call.id, **asdict(t)}
                                                                     for t in turns]))
             for kind, detail, event_at in events:
                 session.add(Event(call_id=call.id, kind=kind, detail=detail, at=event_at))
-            if end_reason is not None and call.status == "in-progress":
+            if end_reason is not None and call.status == CallStatus.IN_PROGRESS:
                 await session.flush()
-                call.status = "completed"
+                call.status = CallStatus.COMPLETED
                 call.ended_at = at
                 call.end_reason = end_reason[:120]
                 await self._conclude(session, call)
@@ -267,9 +280,9 @@ class CallLog:
             if not call.twilio_over:
                 return  # queued, ringing, in-progress: nothing ends
             call.ended_at = call.ended_at or at
-            if call.status == "in-progress" and call.stream_sid is None:
-                call.status = "completed"
-                call.end_reason = f"twilio: {twilio_status}"
+            if call.status == CallStatus.IN_PROGRESS and call.stream_sid is None:
+                call.status = CallStatus.COMPLETED
+                call.end_reason = twilio_ended(twilio_status)
                 await self._conclude(session, call)
 
     async def sweep(self, *, max_call_s: float, grace_s: float, now: datetime | None = None) -> list[str]:
@@ -285,24 +298,24 @@ class CallLog:
         swept: list[str] = []
         async with self.db.write() as session:
             calls = (await session.scalars(select(Call).where(
-                Call.status == "in-progress",
+                Call.status == CallStatus.IN_PROGRESS,
                 or_(Call.started_at < stale, Call.ended_at < hung_up)))).all()
             for call in calls:
                 last = await session.scalar(select(func.max(Turn.at)).where(Turn.call_id == call.id))
                 last_event = await session.scalar(select(func.max(Event.at)).where(Event.call_id == call.id))
                 call.ended_at = call.ended_at or max([t for t in (last, last_event, call.started_at) if t])
-                call.status = "abnormal"
-                call.end_reason = SWEPT_REASON
+                call.status = CallStatus.ABNORMAL
+                call.end_reason = EndReason.SWEPT
                 await self._conclude(session, call, abnormal=True)
                 swept.append(call.call_sid)
         return swept
 
     async def _ensure(self, session: AsyncSession, call_sid: str, *, caller: str = "", called: str = "",
-                      mode: str = "stream", at: datetime) -> Call:
+                      mode: str = CallMode.STREAM, at: datetime) -> Call:
         """The call's row, created if this is the first we hear of it (race-free on both databases)."""
         await session.execute(insert_ignore(session, Call, [{
             "call_sid": call_sid, "from_number": caller, "to_number": called, "mode": mode,
-            "started_at": at, "status": "in-progress", "summary": ""}]))
+            "started_at": at, "status": CallStatus.IN_PROGRESS, "summary": ""}]))
         return (await session.scalars(select(Call).where(Call.call_sid == call_sid))).one()
 
     async def _conclude(self, session: AsyncSession, call: Call, *, abnormal: bool = False) -> None:
@@ -310,10 +323,10 @@ class CallLog:
         events = (await session.execute(select(Event.kind, Event.detail, Event.at)
                                         .where(Event.call_id == call.id))).all()
         bookings = await session.scalar(select(func.count()).select_from(Booking).where(
-            Booking.call_id == call.id, Booking.status != "cancelled"))
+            Booking.call_id == call.id, Booking.status != BookingStatus.CANCELLED))
         messages = await session.scalar(select(func.count()).select_from(OwnerMessage).where(
             OwnerMessage.call_id == call.id))
-        caller_turns = [t.at for t in turns if t.speaker == "caller"]
+        caller_turns = [t.at for t in turns if t.speaker == Speaker.CALLER]
         call.outcome = derive_outcome([tuple(e) for e in events], call.end_reason, abnormal=abnormal,
                                       bookings=bookings or 0, messages=messages or 0,
                                       last_caller_turn_at=max(caller_turns) if caller_turns else None)
@@ -381,6 +394,4 @@ def _summary(call: Call, turns: int) -> CallSummary:
 
 
 def _turn_row(turn: Turn) -> TurnRow:
-    return TurnRow(turn.idx, turn.speaker, turn.text, turn.at, turn.heard_text, turn.interrupted,
-                   turn.speech_end_at, turn.asr_ms, turn.llm_ttft_ms, turn.tool_ms, turn.tts_ttfb_ms,
-                   turn.first_audio_ms, turn.heard_ms, turn.overhead_ms)
+    return TurnRow(**{f.name: getattr(turn, f.name) for f in fields(TurnRow)})

@@ -11,8 +11,7 @@ from services.storage.bookings import normal_phone, phone_digits
 from services.storage.database import Database
 from services.storage.models import Call, OwnerMessage, utcnow
 from services.storage.records import MessageRecord, message_record
-
-SMS_STATUSES = ("pending", "sent", "failed", "off")
+from services.storage.vocabulary import SmsStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +26,7 @@ class Messages:
         self.db = db
 
     async def save_message(self, *, message: str, name: str = "", phone: str = "", urgency: str = "normal",
-                           call_sid: str | None = None, sms_status: str = "pending") -> MessageRecord:
+                           call_sid: str | None = None, sms_status: str = SmsStatus.PENDING) -> MessageRecord:
         async with self.db.write() as session:
             call_id = await session.scalar(select(Call.id).where(Call.call_sid == call_sid)) if call_sid else None
             row = OwnerMessage(call_id=call_id, name=name, phone=normal_phone(phone), message=message,
@@ -37,8 +36,8 @@ class Messages:
             return message_record(row, call_sid if call_id else None)
 
     async def set_sms_status(self, message_id: int, status: str) -> None:
-        if status not in SMS_STATUSES:
-            raise ValueError(f"sms status must be one of {SMS_STATUSES}, not {status!r}")
+        if status not in tuple(SmsStatus):
+            raise ValueError(f"sms status must be one of {', '.join(SmsStatus)}, not {status!r}")
         async with self.db.write() as session:
             await session.execute(update(OwnerMessage).where(OwnerMessage.id == message_id)
                                   .values(sms_status=status))

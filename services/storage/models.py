@@ -20,13 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-CALL_STATUSES = ("in-progress", "completed", "abnormal")
+from services.storage.vocabulary import BookingStatus, CallMode, CallStatus, SmsStatus
+
 TWILIO_PROGRESS = ("queued", "initiated", "ringing", "in-progress")      # Twilio's CallStatus, in order,
 TWILIO_FINAL = ("completed", "busy", "failed", "no-answer", "canceled")  # then one of these, for good
-OUTCOMES = ("booked", "message", "transferred", "hung_up", "error", "none")
-BOOKING_STATUSES = ("booked", "moved", "cancelled")  # booked and moved hold their slot
-ACTIVE_BOOKING = ("booked", "moved")
-
 
 NUMBER_LENGTH = 512  # a phone number, or on a SIP call the SIP URI Twilio sends as From/To
 
@@ -92,12 +89,12 @@ class Call(Base):
     stream_sid: Mapped[str | None] = mapped_column(String(64))
     from_number: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="", index=True)
     to_number: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="")
-    mode: Mapped[str] = mapped_column(String(16), default="stream")          # stream | legacy
+    mode: Mapped[str] = mapped_column(String(16), default=CallMode.STREAM)   # vocabulary.CallMode
     started_at: Mapped[datetime] = mapped_column(index=True)                 # the webhook
     stream_started_at: Mapped[datetime | None]                               # the `start` event
     ended_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default="in-progress", index=True)
-    outcome: Mapped[str | None] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=CallStatus.IN_PROGRESS, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), index=True)     # vocabulary.Outcome
     summary: Mapped[str] = mapped_column(Text, default="")
     greeting_ms: Mapped[float | None] = mapped_column(Float)
     end_reason: Mapped[str | None] = mapped_column(Clipped(120))
@@ -148,12 +145,13 @@ class Turn(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
     idx: Mapped[int] = mapped_column(Integer)
-    speaker: Mapped[str] = mapped_column(String(8))           # caller | zylin
+    speaker: Mapped[str] = mapped_column(String(8))           # vocabulary.Speaker
     text: Mapped[str] = mapped_column(Text, default="")
     heard_text: Mapped[str | None] = mapped_column(Text)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime]
-    # docs/architecture.md "Latency", on caller turns (the latency of the reply to them)
+    # docs/architecture.md "Latency", on caller turns (the latency of the reply to them): the
+    # durations of orchestrator.latency.LATENCY_FIELDS (tests/test_latency_fields.py keeps them equal)
     speech_end_at: Mapped[datetime | None]
     asr_ms: Mapped[float | None] = mapped_column(Float)
     llm_ttft_ms: Mapped[float | None] = mapped_column(Float)
@@ -173,7 +171,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))            # vocabulary.EventKind
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[datetime]
 
@@ -192,7 +190,7 @@ class OwnerMessage(Base):
     message: Mapped[str] = mapped_column(Text)
     urgency: Mapped[str] = mapped_column(Clipped(16), default="normal")  # low | normal | urgent
     created_at: Mapped[datetime] = mapped_column(index=True)
-    sms_status: Mapped[str] = mapped_column(String(24), default="pending")  # pending | sent | failed | off
+    sms_status: Mapped[str] = mapped_column(String(24), default=SmsStatus.PENDING)
 
 
 class Booking(Base):
@@ -205,7 +203,7 @@ class Booking(Base):
     end_utc: Mapped[datetime]
     customer_name: Mapped[str] = mapped_column(Clipped(120), default="")
     customer_phone: Mapped[str] = mapped_column(Clipped(NUMBER_LENGTH), default="", index=True)
-    status: Mapped[str] = mapped_column(String(16), default="booked")
+    status: Mapped[str] = mapped_column(String(16), default=BookingStatus.BOOKED)
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

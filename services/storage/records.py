@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from services.storage.models import ACTIVE_BOOKING, Booking, OwnerMessage
+from services.storage.models import Booking, OwnerMessage
+from services.storage.vocabulary import ACTIVE_BOOKING
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +18,7 @@ class BookingRecord:
     end_utc: datetime
     customer_name: str
     customer_phone: str
-    status: str               # booked | moved | cancelled
+    status: str               # vocabulary.BookingStatus
     call_sid: str | None      # the call that made it
     created_at: datetime
     updated_at: datetime
@@ -38,7 +39,7 @@ class MessageRecord:
     message: str
     urgency: str              # low | normal | urgent
     created_at: datetime
-    sms_status: str           # pending | sent | failed | off
+    sms_status: str           # vocabulary.SmsStatus
     call_sid: str | None
 
     def as_json(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from services.storage.calls import CallLog, TurnRow
 from services.storage.database import Database, display_url
 from services.storage.messages import Messages
 from services.storage.models import utcnow
+from services.storage.vocabulary import CallMode
 from services.storage.writer import MAX_MEMORY, SPILL_AFTER_S, Journal, Write, Writer, journal_tag
 
 log = logging.getLogger("zylin.storage")
@@ -126,7 +127,7 @@ class Storage:
         async with self.db.write() as session:
             await session.execute(text("SELECT 1"))
 
-    async def call_opened(self, call_sid: str, caller: str, called: str, mode: str = "stream") -> None:
+    async def call_opened(self, call_sid: str, caller: str, called: str, mode: str = CallMode.STREAM) -> None:
         """The webhook's record of a new call. Never raises, and never holds the TwiML up for
         long: if the database is slow or down, the writer takes over and retries."""
         await self._now_or_queued(Write.of("open_call", f"call {call_sid} from {mask_phone(caller)} opened",

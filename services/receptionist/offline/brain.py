@@ -26,6 +26,7 @@ from services.llm.base import BrainOutput, Message, TextDelta, ToolCall, ToolSpe
 from services.receptionist.lines import OFFER_MESSAGE, PASS_ON
 from services.receptionist.offline import understanding as nlu
 from services.receptionist.profile import BusinessProfile, Service
+from services.receptionist.spoken import spoken_datetime, spoken_day, spoken_time
 
 BOOKING = ("I'd be happy to help you book an appointment. "
            "Which service would you like, and what day and time suit you?")
@@ -375,7 +376,7 @@ class Dialogue:
     def _read_back(self) -> str:
         plan = self.plan
         assert plan is not None
-        when = _spoken_start(plan.start)
+        when = spoken_datetime(_local(plan.start))
         if plan.task == "move":
             booking = plan.booking or {}
             since = f" from {booking['spoken_start']}" if booking.get("spoken_start") else ""
@@ -430,8 +431,8 @@ class Dialogue:
     def _options(self, starts: list[str]) -> str:
         """Slots read out: just the times when all are on the day being discussed."""
         if self._on_one_day(starts):
-            return _or([_spoken_clock(*_clock(s)) for s in starts])
-        return _or([_spoken_start(s) for s in starts])
+            return _or([spoken_time(_local(s)) for s in starts])
+        return _or([spoken_datetime(_local(s)) for s in starts])
 
     def _offer(self, starts: object, sorry: str) -> Reply:
         """Read out up to three free slots for the caller to pick from."""
@@ -445,7 +446,7 @@ class Dialogue:
             return self._ask(f"{sorry} What other day would suit you?", "when")
         lead = "I could do"
         if plan.day is not None and self._on_one_day(plan.offers):
-            lead = f"On {_spoken_day(plan.day)} I could do"
+            lead = f"On {spoken_day(plan.day)} I could do"
         ask = "Would one of those work?" if len(plan.offers) > 1 else "Would that work?"
         return self._ask(f"{sorry} {lead} {self._options(plan.offers)}. {ask}".strip(), "pick",
                          f"{lead} {self._options(plan.offers)}. {ask}")
@@ -525,13 +526,13 @@ class Dialogue:
         if _is_start(requested) and data.get("requested_free"):
             plan.forget_slot()
             plan.start = requested[:16]
-            return self._next(f"Good news, {_spoken_start(plan.start)} is free. ")
+            return self._next(f"Good news, {spoken_datetime(_local(plan.start))} is free. ")
         if _is_start(requested):
-            return self._offer(data.get("alternatives"), f"I'm sorry, {_spoken_start(requested)} is taken.")
+            return self._offer(data.get("alternatives"), f"I'm sorry, {spoken_datetime(_local(requested))} is taken.")
         slots = data["slots"] if isinstance(data.get("slots"), list) else []
         if not slots and plan.day is not None:
             part = f" in the {plan.part}" if plan.part else ""
-            return self._offer([], f"I'm sorry, there's nothing free on {_spoken_day(plan.day)}{part}.")
+            return self._offer([], f"I'm sorry, there's nothing free on {spoken_day(plan.day)}{part}.")
         return self._offer(_spread(slots), "")
 
     def _booked(self, data: dict[str, Any]) -> Reply:
@@ -602,11 +603,11 @@ def _result_data(message: Message) -> dict[str, Any]:
 
 def _day_hours(profile: BusinessProfile, day: date, today: date) -> str:
     """One date's opening hours in words, from open_span: exceptions first, then the week."""
-    when = f"on {_spoken_day(day)}"
+    when = f"on {spoken_day(day)}"
     if day == today:
-        when = f"today, {_spoken_day(day)}"
+        when = f"today, {spoken_day(day)}"
     elif (day - today).days == 1:
-        when = f"tomorrow, {_spoken_day(day)}"
+        when = f"tomorrow, {spoken_day(day)}"
     span = profile.open_span(day)
     if span is None:
         return f"We're closed {when}."
@@ -635,8 +636,13 @@ def _is_start(value: object) -> bool:
     return len(str(value)) >= 16
 
 
+def _local(start: str) -> datetime:
+    """A tool's ISO start as the business's wall-clock time it names (the offset dropped)."""
+    return datetime.fromisoformat(start[:16])
+
+
 def _clock(start: str) -> tuple[int, int]:
-    at = datetime.fromisoformat(start[:16])
+    at = _local(start)
     return at.hour, at.minute
 
 
@@ -645,24 +651,11 @@ def _same_clock(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (a[0] % 12, a[1]) == (b[0] % 12, b[1])
 
 
-def _spoken_clock(hour: int, minute: int) -> str:
-    return f"{hour % 12 or 12}{f':{minute:02d}' if minute else ''} {'am' if hour < 12 else 'pm'}"
-
-
-def _spoken_day(day: date) -> str:
-    return f"{day:%A, %B} {day.day}"
-
-
-def _spoken_start(start: str) -> str:
-    at = datetime.fromisoformat(start[:16])
-    return f"{_spoken_day(at.date())} at {_spoken_clock(at.hour, at.minute)}"
-
-
 def _when(data: dict[str, Any]) -> str:
     """A tool result's time as said: its own spoken form, else read from the ISO start."""
     if data.get("spoken_start"):
         return str(data["spoken_start"])
-    return _spoken_start(str(data["start"])) if _is_start(data.get("start")) else "the time we agreed"
+    return spoken_datetime(_local(str(data["start"]))) if _is_start(data.get("start")) else "the time we agreed"
 
 
 def _booking_words(booking: dict[str, Any], article: str = "") -> str:
