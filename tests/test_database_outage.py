@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -242,7 +243,7 @@ def sentence_starts(result: CallResult, after: float) -> list[float]:
 def longest_silence(result: CallResult, since: float, until_t: float) -> float:
     """The longest time without audio reaching the caller between two instants."""
     times = [since] + [r.t for r in result.received if r.event == "media" and since < r.t < until_t] + [until_t]
-    return max(b - a for a, b in zip(times, times[1:]))
+    return max(b - a for a, b in itertools.pairwise(times))
 
 
 # --- the tests ------------------------------------------------------------------------------------------
