@@ -14,7 +14,6 @@ import time
 
 import openai
 import pytest
-import pytest_asyncio
 
 from services.llm import openai_brain
 from services.llm.base import BrainError, Message, TextDelta, ToolCall
@@ -44,7 +43,7 @@ TOOL_SPECS = list(tool_specs(PROFILE).values())
 HELLO = [Message("user", "Hi, can I leave a message?")]
 
 
-@pytest_asyncio.fixture
+@pytest.fixture
 async def openai_fake():
     async with FakeOpenAI(api_key="test-key") as fake:
         yield fake
