@@ -8,23 +8,16 @@ import pytest
 from deepgram.core.api_error import ApiError
 
 from services.audio.codec import FRAME_BYTES, OutboundEncoder
-from services.settings import Settings
 from services.tts.deepgram_aura import AuraSynthesizer
-from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
+from tests.factories import PROVIDER_KEY, plain_settings
+from tests.fakes.deepgram_server import speak_audio
 
 TEXT = "Your cleaning is booked for Tuesday at ten."
 
 
 @pytest.fixture
-async def deepgram():
-    async with FakeDeepgram(api_key="test-key") as fake:
-        yield fake
-
-
-@pytest.fixture
 async def aura(deepgram):
-    tts = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key="test-key",
-                                   deepgram_base_url=deepgram.url))
+    tts = AuraSynthesizer(plain_settings(deepgram_api_key=PROVIDER_KEY, deepgram_base_url=deepgram.url))
     yield tts
     await tts.close()
 
@@ -36,7 +29,7 @@ async def collect(tts: AuraSynthesizer, text: str = TEXT) -> list[bytes]:
 
 
 def test_it_describes_its_audio_as_twilios_own_format():
-    tts = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key="k", deepgram_tts_model="aura-2-orion-en"))
+    tts = AuraSynthesizer(plain_settings(deepgram_api_key="k", deepgram_tts_model="aura-2-orion-en"))
     assert (tts.sample_rate, tts.encoding) == (8000, "mulaw")
     assert tts.cache_key == "deepgram:aura-2-orion-en:mulaw8k"
 

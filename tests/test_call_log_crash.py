@@ -19,14 +19,14 @@ import httpx
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.storage import Database, Storage
 from services.storage.calls import SWEPT_REASON
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT
+from tests.factories import AUTH_TOKEN, PUBLIC_URL, ROOT
 
 SERVER = """
 import sys
 import uvicorn
 from main import create_app
 from services.simulator.server import WS_PROTOCOL
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 database_url, port, max_call_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 settings = make_settings(database_url=database_url, max_call_s=max_call_s, call_sweep_grace_s=0.0)

@@ -23,7 +23,8 @@ from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
 from services.telephony.rest import TwilioTelephony
 from services.telephony.webhook import StreamClaim, check_stream_token, stream_parameters
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN, OWNER_PHONE, PUBLIC_URL, profile_with_an_owner
 
 
 def zylin_turns(record: dict) -> list:
@@ -114,13 +115,7 @@ async def test_a_transfer_dials_the_owner_through_twilio_rest_after_the_line_has
 
     fake_twilio = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json",
                                           update_call, methods=["POST"])])
-    profile = tmp_path / "open-always.toml"
-    text = ((ROOT / "business.example.toml").read_text()
-            .replace('owner_phone = ""', 'owner_phone = "+15550001111"'))
-    all_week = "\n".join(f'{d} = "00:00-23:59"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
-    text = text.split("[transfer_hours]")[0] + "[transfer_hours]\n" + all_week + "\n\n[[services]]" + \
-        text.split("[[services]]", 1)[1]
-    profile.write_text(text)
+    profile = profile_with_an_owner(tmp_path, owner_sms="")
 
     async with serve_app(fake_twilio) as twilio_url:
         telephony = TwilioTelephony("AC" + "0" * 32, AUTH_TOKEN, api_base_url=twilio_url)
@@ -132,7 +127,7 @@ async def test_a_transfer_dials_the_owner_through_twilio_rest_after_the_line_has
     assert len(requests) == 1
     _, path, form = requests[0]
     assert path.endswith(f"/Calls/{result.call_sid}.json")
-    assert "<Dial" in form["Twiml"] and "+15550001111" in form["Twiml"]
+    assert "<Dial" in form["Twiml"] and OWNER_PHONE in form["Twiml"]
     connecting = zylin_turns(record)[-1]
     assert "connecting you" in connecting.text and not connecting.interrupted
     # The line was heard before the call was moved: its mark came back before the REST request.

@@ -14,17 +14,14 @@ from websockets.exceptions import InvalidStatus
 from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
 from services.asr.deepgram import DeepgramRecognizer, deepgram_environment
 from services.providers import deepgram_arguments
-from services.receptionist.profile import parse_profile
 from services.settings import Settings
 from services.simulator.caller import CallerLine
 from tests.conftest import running_zylin
+from tests.factories import PROVIDER_KEY, dental_profile, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental", "timezone": "America/New_York",
-    "hours": {"mon": "09:00-17:00"},
-    "services": [{"name": "Cleaning", "duration_min": 45}, {"name": "Teeth Whitening", "duration_min": 60}],
-})
+PROFILE = dental_profile(services=[{"name": "Cleaning", "duration_min": 45},   # the keyterms the stream asks for
+                                   {"name": "Teeth Whitening", "duration_min": 60}])
 FRAME = 320  # 20 ms of PCM16 at 8 kHz
 
 
@@ -40,18 +37,12 @@ def voice(seconds: float) -> list[bytes]:
 
 
 def settings_for(fake: FakeDeepgram, **overrides) -> Settings:
-    return Settings(_env_file=None, deepgram_api_key="test-key", deepgram_base_url=fake.url, **overrides)
+    return plain_settings(deepgram_api_key=PROVIDER_KEY, deepgram_base_url=fake.url, **overrides)
 
 
 def recognizer_for(settings: Settings, **options) -> DeepgramRecognizer:
     """The recognizer services/providers.py builds from these settings and PROFILE."""
     return DeepgramRecognizer(**deepgram_arguments(settings, PROFILE), **options)
-
-
-@pytest.fixture
-async def deepgram():
-    async with FakeDeepgram() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -406,7 +397,7 @@ async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recogn
 async def test_the_api_key_never_reaches_the_logs(recognizers, caplog):
     caplog.set_level(logging.DEBUG)
     async with FakeDeepgram(api_key="the-right-key") as fake:
-        settings = Settings(_env_file=None, deepgram_api_key="secret-key-123", deepgram_base_url=fake.url)
+        settings = plain_settings(deepgram_api_key="secret-key-123", deepgram_base_url=fake.url)
         recognizer = await recognizers(fake, settings)
         failed = await Events(recognizer).next()
     assert isinstance(failed, RecognizerFailed) and "401" in failed.reason

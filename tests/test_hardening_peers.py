@@ -25,7 +25,8 @@ from services.server import LimitedHttpProtocol, ServerConfig, server_config
 from services.simulator.caller import CallerLine, parse_stream_twiml
 from services.telephony import media_streams as wire
 from services.telephony.media_streams import StreamSender
-from tests.conftest import AUTH_TOKEN, ROOT, Running, make_settings, running_zylin
+from tests.conftest import Running, running_zylin
+from tests.factories import AUTH_TOKEN, EXAMPLE_PROFILE, make_settings
 
 SLACK_S = 2.5  # scheduling headroom on a shared 2-core machine; every bound below adds it once
 
@@ -128,7 +129,7 @@ async def _start_stream(zylin: Running, call_sid: str, rcvbuf: int | None = None
 def _long_greeting_profile(tmp_path) -> str:
     """A greeting of ~40 s (~400 KB of messages): several times what the socket buffers hold."""
     greeting = "Thanks for calling Bright Smile Dental, this is Zylin. " + "We are so glad you called. " * 20
-    text = (ROOT / "business.example.toml").read_text()
+    text = EXAMPLE_PROFILE.read_text()
     lines = [f'greeting = "{greeting}"' if line.startswith("greeting =") else line
              for line in text.splitlines()]
     path = tmp_path / "long-greeting.toml"

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from services.simulator.caller import CallerLine, parse_stream_twiml
 from services.telephony import media_streams as wire
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+from tests.factories import AUTH_TOKEN, PUBLIC_URL
 
 CALLER = "+15550104444"
 

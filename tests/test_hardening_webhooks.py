@@ -16,7 +16,8 @@ from starlette.routing import Route
 from services.simulator.server import serve_app
 from services.telephony.recordings import credentials_allowed
 from services.telephony.rest import TWILIO_API
-from tests.conftest import AUTH_TOKEN, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_legacy_calls import wav_bytes
 

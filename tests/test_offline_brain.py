@@ -16,24 +16,21 @@ import pytest
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.receptionist import tools as receptionist_tools
 from services.receptionist.offline.brain import OfflineBrain
-from services.receptionist.profile import load_profile, parse_profile
 from services.receptionist.tools import CallContext, Toolbox, tool_specs
 from services.storage import Storage
 from services.storage.bookings import BookingNotFound, Bookings, SlotTaken
-from tests.conftest import ROOT, fresh_database
+from tests.conftest import fresh_database
+from tests.factories import dental_profile, example_profile
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental",
-    "timezone": "America/New_York",
-    "address": "12 Main Street, Springfield",
-    "hours": {"mon": "09:00-17:00", "fri": "09:00-15:00"},
-    "services": [
+PROFILE = dental_profile(  # what the brain says back: its address, prices (one free) and the parking answer
+    address="12 Main Street, Springfield",
+    services=[
         {"name": "Cleaning", "duration_min": 45, "price": "$120"},
         {"name": "Whitening", "duration_min": 60, "price": "$300"},
         {"name": "Consultation", "duration_min": 30, "price": "free"},
     ],
-    "faq": {"parking": "There is free parking behind the building."},
-})
+    faq={"parking": "There is free parking behind the building."},
+)
 BOOKING_TOOLS = ("check_availability", "book_appointment", "find_bookings", "reschedule_appointment",
                  "cancel_appointment")
 # The tool layer's specs for this profile.
@@ -483,7 +480,7 @@ async def test_a_corrected_name_is_read_back_again() -> None:
 
 # --- holidays: the example profile closes on 25 December 2026 and shortens the 24th ---------------
 
-EXAMPLE = load_profile(ROOT / "business.example.toml")
+EXAMPLE = example_profile()
 NEW_YORK = ZoneInfo("America/New_York")
 
 

@@ -7,23 +7,17 @@ import asyncio
 import openai
 import pytest
 
-from services.settings import Settings
 from services.tts.openai_tts import OpenAISynthesizer
+from tests.factories import PROVIDER_KEY, plain_settings
 from tests.fakes.openai_server import FakeOpenAI
 
 TEXT = "Thanks for calling Bright Smile Dental. How can I help you today?"
 
 
 @pytest.fixture
-async def openai_fake():
-    async with FakeOpenAI(api_key="test-key") as fake:
-        yield fake
-
-
-@pytest.fixture
 async def synthesizer(openai_fake):
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="test-key",
-                                     openai_base_url=openai_fake.base_url), max_retries=0)
+    tts = OpenAISynthesizer(plain_settings(openai_api_key=PROVIDER_KEY, openai_base_url=openai_fake.base_url),
+                            max_retries=0)
     yield tts
     await tts.close()
 
@@ -35,8 +29,8 @@ async def collect(tts: OpenAISynthesizer, text: str = TEXT) -> list[bytes]:
 
 
 def test_it_describes_its_audio_and_its_cache_key():
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="k", openai_tts_model="tts-1",
-                                     openai_tts_voice="coral"))
+    tts = OpenAISynthesizer(plain_settings(openai_api_key="k", openai_tts_model="tts-1",
+                                           openai_tts_voice="coral"))
     assert (tts.sample_rate, tts.encoding, tts.cache_key) == (24000, "pcm16", "openai:tts-1:coral")
 
 
@@ -51,8 +45,8 @@ async def test_the_request_asks_for_raw_pcm_with_the_model_and_voice_settings(op
 
 
 async def test_tts_1_gets_no_style_instructions(openai_fake):
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="test-key", openai_tts_model="tts-1",
-                                     openai_base_url=openai_fake.base_url))
+    tts = OpenAISynthesizer(plain_settings(openai_api_key=PROVIDER_KEY, openai_tts_model="tts-1",
+                                           openai_base_url=openai_fake.base_url))
     await collect(tts)
     await tts.close()
     assert "instructions" not in openai_fake.speech_requests[0]

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, select, update
 from services.storage import CallFilter, Database, MessageFilter, Storage, StorageError, derive_outcome
 from services.storage.calls import SWEPT_REASON, TurnRow
 from services.storage.models import Base, Call
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

@@ -24,14 +24,15 @@ from services.orchestrator.speaker import Speaker, SpeechFallback
 from services.providers import build_fallback_synthesizer, build_synthesizer, fallback_tts_provider
 from services.receptionist.lines import APOLOGY_LINE
 from services.runtime import Runtime
-from services.settings import ConfigError, Settings
+from services.settings import ConfigError
 from services.simulator.caller import CallerLine, CallResult
 from services.simulator.server import serve_app
 from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.deepgram_aura import AuraSynthesizer
 from services.tts.mock import MockSynthesizer
 from services.tts.openai_tts import OpenAISynthesizer
-from tests.conftest import Running, make_settings
+from tests.conftest import Running
+from tests.factories import make_settings, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -306,7 +307,7 @@ async def test_a_voice_that_breaks_off_mid_sentence_is_not_repeated_and_the_next
 async def test_rendering_a_line_gives_up_on_a_stalled_voice_within_the_bound():
     async with FakeDeepgram(api_key=KEY) as deepgram:
         deepgram.speak_hold_after = 0
-        aura = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key=KEY, deepgram_base_url=deepgram.url))
+        aura = AuraSynthesizer(plain_settings(deepgram_api_key=KEY, deepgram_base_url=deepgram.url))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(render(aura, APOLOGY_LINE, first_byte_timeout_s=0.3), 5)
         await asyncio.wait_for(deepgram.speak_streams[0].closed_early.wait(), 5)
@@ -341,8 +342,8 @@ def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_t
     """`python main.py` builds the app, so the voices' HTTP clients (AsyncDeepgramClient over an
     httpx.AsyncClient, AsyncOpenAI), before uvicorn starts its loop."""
     with fakes_in_a_thread() as (deepgram, openai):
-        settings = Settings(_env_file=None, deepgram_api_key=KEY, openai_api_key=KEY,
-                            deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
+        settings = plain_settings(deepgram_api_key=KEY, openai_api_key=KEY,
+                                  deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
         with pytest.raises(RuntimeError):
             asyncio.get_running_loop()
         main, fallback = build_synthesizer(settings), build_fallback_synthesizer(settings)
@@ -364,11 +365,11 @@ def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_t
 # --- which voice falls back ----------------------------------------------------------------------
 
 def fallback_for(**values) -> str | None:
-    return fallback_tts_provider(Settings(_env_file=None, **values))
+    return fallback_tts_provider(plain_settings(**values))
 
 
 def test_with_both_keys_aura_speaks_and_openai_is_the_automatic_fallback():
-    settings = Settings(_env_file=None, deepgram_api_key="k", openai_api_key="k")
+    settings = plain_settings(deepgram_api_key="k", openai_api_key="k")
     assert settings.provider("tts") == "deepgram" and fallback_tts_provider(settings) == "openai"
     assert fallback_for(deepgram_api_key="k", openai_api_key="k", tts_provider="openai") == "deepgram"
 
@@ -383,8 +384,8 @@ def test_with_one_key_or_none_there_is_no_automatic_fallback_and_never_the_mock(
 
 def test_the_mock_is_a_fallback_only_when_named():
     assert fallback_for(deepgram_api_key="k", tts_fallback_provider="mock") == "mock"
-    fallback = build_fallback_synthesizer(Settings(_env_file=None, deepgram_api_key="k",
-                                                   tts_fallback_provider="mock"))
+    fallback = build_fallback_synthesizer(plain_settings(deepgram_api_key="k",
+                                                         tts_fallback_provider="mock"))
     assert isinstance(fallback, MockSynthesizer)
 
 
