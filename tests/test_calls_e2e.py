@@ -177,7 +177,7 @@ async def test_a_caller_who_hangs_up_mid_reply_leaves_a_complete_record(zylin):
     params = {**stream_parameters(StreamClaim(call_sid, "+15550005555", ""), zylin.settings.token_secret),
               "mockScript": json.dumps(["What are your opening hours?"])}
     speech = speech_ulaw("What are your opening hours?") + b"\xff" * 160 * 25
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(1, stream_sid, call_sid, "AC" + "b" * 32, params))
         for n in range(0, len(speech), 160):
@@ -210,18 +210,13 @@ async def test_a_forged_stream_upgrade_is_closed_with_1008(zylin):
 
 
 async def test_a_start_with_a_bad_stream_token_is_closed_with_1008(zylin):
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(1, "MZ" + "1" * 32, "CA" + "1" * 32, "AC" + "1" * 32,
                                          {"token": "not-the-token"}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd.code == 1008
-
-
-def _signed_socket(zylin):
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(zylin.settings.media_stream_url, {})
-    return websockets.connect(zylin.ws_url, additional_headers={"X-Twilio-Signature": signature})
 
 
 async def test_malformed_frames_are_dropped_without_breaking_a_concurrent_healthy_call(zylin):
@@ -236,7 +231,7 @@ async def test_malformed_frames_are_dropped_without_breaking_a_concurrent_health
         "[" * 5000 + "]" * 5000, "x" * 70000,
         wire.inbound_media(1, "MZ" + "0" * 32, 1, 0, b"\xff" * 160),  # wrong streamSid
     ]
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_media(1, stream_sid, 1, 0, b"\xff" * 160))  # before start
         await ws.send(b"\x00\x01binary")
         await ws.send(wire.inbound_connected())

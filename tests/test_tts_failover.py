@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,19 +18,17 @@ from main import create_app
 from services.audio.codec import OutboundEncoder, rms, ulaw_to_pcm
 from services.orchestrator.greeting import render
 from services.orchestrator.latency import TurnLatency
-from services.orchestrator.record import MemoryRecorder
 from services.orchestrator.speaker import Speaker, SpeechFallback
 from services.providers import build_fallback_synthesizer, build_synthesizer, fallback_tts_provider
 from services.receptionist.lines import APOLOGY_LINE
 from services.runtime import Runtime
 from services.settings import ConfigError
 from services.simulator.caller import CallerLine, CallResult
-from services.simulator.server import serve_app
 from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.deepgram_aura import AuraSynthesizer
 from services.tts.mock import MockSynthesizer
 from services.tts.openai_tts import OpenAISynthesizer
-from tests.conftest import Running
+from tests.conftest import Running, running_zylin
 from tests.factories import make_settings, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
 from tests.fakes.openai_server import FakeOpenAI
@@ -52,19 +49,13 @@ async def zylin(deepgram: FakeDeepgram, openai: FakeOpenAI,
                 **overrides) -> AsyncIterator[tuple[Running, Runtime]]:
     """A real server whose voices are the fakes; both keys set, so the automatic choice is Aura
     with OpenAI as the fallback."""
-    scratch = tempfile.mkdtemp(prefix="zylin-tts-")
-    values = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
-                  deepgram_api_key=KEY, openai_api_key=KEY, deepgram_base_url=deepgram.url,
-                  openai_base_url=openai.base_url, database_url=f"sqlite+aiosqlite:///{scratch}/zylin.db")
+    values: dict[str, Any] = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
+                                  deepgram_api_key=KEY, openai_api_key=KEY, deepgram_base_url=deepgram.url,
+                                  openai_base_url=openai.base_url)
     values.update(overrides)
-    try:
-        settings = make_settings(**values)
-        app = create_app(settings, recorder=MemoryRecorder())
-        async with serve_app(app) as base_url:
-            runtime = app.state.runtime
-            yield Running(base_url, settings, runtime.recorder), runtime
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    async with running_zylin(**values) as running:
+        assert running.runtime is not None
+        yield running, running.runtime
 
 
 async def call(running: Running, *lines: str, **caller) -> tuple[CallResult, dict]:
