@@ -10,21 +10,17 @@ import httpx
 import pytest
 import websockets
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from services.audio.codec import FRAME_BYTES, rms, ulaw_to_pcm
 from services.simulator.caller import CallerLine
-from services.simulator.server import serve_app
 from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
 from services.telephony.rest import TwilioTelephony
 from services.telephony.webhook import StreamClaim, check_stream_token, stream_parameters
 from tests.conftest import running_zylin
 from tests.factories import AUTH_TOKEN, OWNER_PHONE, PUBLIC_URL, profile_with_an_owner
+from tests.fakes.twilio_rest import FakeTwilioRest
 
 
 def zylin_turns(record: dict) -> list:
@@ -106,33 +102,21 @@ async def test_pressing_zero_takes_the_escalation_path(zylin):
 
 
 async def test_a_transfer_dials_the_owner_through_twilio_rest_after_the_line_has_played(tmp_path):
-    requests: list[tuple[float, str, dict]] = []
-
-    async def update_call(request: Request) -> JSONResponse:
-        form = dict(await request.form())
-        requests.append((asyncio.get_running_loop().time(), request.url.path, form))
-        return JSONResponse({"sid": request.path_params["sid"], "status": "in-progress"})
-
-    fake_twilio = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json",
-                                          update_call, methods=["POST"])])
     profile = profile_with_an_owner(tmp_path, owner_sms="")
-
-    async with serve_app(fake_twilio) as twilio_url:
-        telephony = TwilioTelephony("AC" + "0" * 32, AUTH_TOKEN, api_base_url=twilio_url)
+    async with FakeTwilioRest(auth_token=AUTH_TOKEN) as twilio:
+        telephony = TwilioTelephony(twilio.account_sid, AUTH_TOKEN, api_base_url=twilio.url)
         async with running_zylin(telephony=telephony, business_profile=str(profile)) as zylin:
             result = await zylin.caller().call([CallerLine("Can I talk to a real person please?")],
                                                hang_up=False)
             record = await zylin.recorder.wait_ended(result.call_sid)
 
-    assert len(requests) == 1
-    _, path, form = requests[0]
-    assert path.endswith(f"/Calls/{result.call_sid}.json")
-    assert "<Dial" in form["Twiml"] and OWNER_PHONE in form["Twiml"]
+    [update] = twilio.call_updates
+    assert update.call_sid == result.call_sid and update.status == 200
+    assert "<Dial" in update.form["Twiml"] and OWNER_PHONE in update.form["Twiml"]
     connecting = zylin_turns(record)[-1]
     assert "connecting you" in connecting.text and not connecting.interrupted
     # The line was heard before the call was moved: its mark came back before the REST request.
-    requested_at = requests[0][0]
-    assert requested_at >= max(t for t, _ in result.marks_echoed)
+    assert update.at >= max(t for t, _ in result.marks_echoed)
     assert any(e.kind == "transfer" for e in record["events"])
 
 

@@ -28,7 +28,8 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 async def raw_request(base_url: str, head: bytes, body: bytes, timeout_s: float = 5.0) -> bytes:
-    """Send a request head and part of a body on a raw socket; what the server answers."""
+    """Send a request head and part of a body on a raw socket; what the server answers. Raw on
+    purpose: an HTTP client sends the body it announces, and this one must not."""
     url = urlsplit(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
