@@ -1,4 +1,5 @@
-"""Shared test helpers: a real Zylin server (uvicorn on a free loopback port) with mock providers."""
+"""Shared fixtures: a real Zylin server (uvicorn on a free loopback port) with mock providers, the
+wire-level fakes, and fresh databases. The plain builders they use are in factories.py."""
 
 from __future__ import annotations
 
@@ -9,42 +10,40 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
+import websockets
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from twilio.request_validator import RequestValidator
 
 from main import create_app
 from services.orchestrator.database_recorder import DatabaseRecorder
 from services.orchestrator.record import MemoryRecorder
+from services.runtime import Runtime
 from services.settings import Settings
-from services.simulator.caller import SimulatedCaller
+from services.simulator.caller import SimulatedCaller, parse_stream_twiml
 from services.simulator.server import serve_app
 from services.storage import Database, Storage
 from services.telephony.rest import Telephony
+from tests.factories import AUTH_TOKEN, PROVIDER_KEY, make_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-AUTH_TOKEN = "test-auth-token-0123456789abcdef"
-PUBLIC_URL = "https://zylin.example.test"
-
-
-def make_settings(**overrides) -> Settings:
-    values = dict(
-        public_url=PUBLIC_URL, twilio_auth_token=AUTH_TOKEN, use_mock_streaming=True,
-        business_profile=str(ROOT / "business.example.toml"), idle_timeout_s=30.0,
-        log_level="INFO",
-    )
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
+# Modules written before factories.py import these two from here; they stay importable.
+from tests.factories import PUBLIC_URL as PUBLIC_URL
+from tests.factories import ROOT as ROOT
+from tests.fakes.deepgram_server import FakeDeepgram
+from tests.fakes.openai_server import FakeOpenAI
 
 
 @dataclass
 class Running:
+    """A Zylin server the test started, and how to reach it as Twilio does."""
     base_url: str
     settings: Settings
     recorder: MemoryRecorder | DatabaseRecorder
     storage: Storage | None = None
+    runtime: Runtime | None = None
 
     def caller(self, speed: float = 4.0, **kwargs) -> SimulatedCaller:
         return SimulatedCaller(self.base_url, self.settings.public_url, AUTH_TOKEN, speed=speed, **kwargs)
@@ -55,6 +54,24 @@ class Running:
     @property
     def ws_url(self) -> str:
         return self.base_url.replace("http://", "ws://") + "/media-stream"
+
+    def media_socket(self, **kwargs: Any) -> websockets.connect:
+        """A Media Stream WebSocket as Twilio opens one (signed over the stream URL), before any
+        message: for tests that write the frames themselves."""
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(self.settings.media_stream_url, {})
+        return websockets.connect(self.ws_url, additional_headers={"X-Twilio-Signature": signature}, **kwargs)
+
+    async def stream_twiml(self, call_sid: str, *, from_number: str = "+15550007777",
+                           to_number: str = "+15559870000") -> tuple[str, dict[str, str]]:
+        """The stream URL and parameters (the stream token) the real, signed voice webhook hands
+        Twilio for this call between these numbers."""
+        form = {"CallSid": call_sid, "AccountSid": "AC" + "1" * 32, "From": from_number, "To": to_number,
+                "CallStatus": "ringing", "Direction": "inbound"}
+        response = await self.caller().post_signed("/api/twilio/voice", form)
+        assert response.status_code == 200, response.text
+        url, params = parse_stream_twiml(response.text)
+        assert url and params, response.text
+        return url, params
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +86,8 @@ async def running_zylin(telephony: Telephony | None = None, *, database: bool = 
         memory = None if database else MemoryRecorder()
         app = create_app(settings, recorder=memory, telephony=telephony)
         async with serve_app(app) as base_url:
-            yield Running(base_url, settings, app.state.runtime.recorder, app.state.runtime.storage)
+            runtime = app.state.runtime
+            yield Running(base_url, settings, runtime.recorder, runtime.storage, runtime)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -78,6 +96,20 @@ async def running_zylin(telephony: Telephony | None = None, *, database: bool = 
 async def zylin() -> AsyncIterator[Running]:
     async with running_zylin() as running:
         yield running
+
+
+# --- the provider fakes, on 127.0.0.1, taking only PROVIDER_KEY ------------------------------------------
+
+@pytest.fixture
+async def deepgram() -> AsyncIterator[FakeDeepgram]:
+    async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key=PROVIDER_KEY) as fake:
+        yield fake
 
 
 # --- databases for storage tests: SQLite always, PostgreSQL when TEST_DATABASE_URL is set -----------

@@ -25,10 +25,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.simulator.caller import SimulatedCaller
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL
+from tests.factories import AUTH_TOKEN, EXAMPLE_PROFILE, PROVIDER_KEY, PUBLIC_URL, ROOT
 
 ADMIN_TOKEN = "deployed-admin-token"
-PROVIDER_KEY = "test-key"
 LISTENING = "Zylin listening on"
 
 
@@ -83,7 +83,7 @@ def production_env(database_url: str, port: int, **overrides: str) -> dict[str, 
     env.update({
         "HOST": "127.0.0.1", "PORT": str(port), "PUBLIC_URL": PUBLIC_URL, "LOG_LEVEL": "INFO",
         "DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-        "BUSINESS_PROFILE": str(ROOT / "business.example.toml"),
+        "BUSINESS_PROFILE": str(EXAMPLE_PROFILE),
         "TWILIO_ACCOUNT_SID": "AC" + "7" * 32, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,  # FakeTwilioRest's SID
         "STREAM_TOKEN_SECRET": "deployed-stream-secret",
         "DEEPGRAM_API_KEY": PROVIDER_KEY, "OPENAI_API_KEY": PROVIDER_KEY,

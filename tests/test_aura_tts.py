@@ -5,27 +5,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_asyncio
 from deepgram.core.api_error import ApiError
 
 from services.audio.codec import FRAME_BYTES, OutboundEncoder
-from services.settings import Settings
 from services.tts.deepgram_aura import AuraSynthesizer
-from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
+from tests.factories import PROVIDER_KEY, plain_settings
+from tests.fakes.deepgram_server import speak_audio
 
 TEXT = "Your cleaning is booked for Tuesday at ten."
 
 
-@pytest_asyncio.fixture
-async def deepgram():
-    async with FakeDeepgram(api_key="test-key") as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
+@pytest.fixture
 async def aura(deepgram):
-    tts = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key="test-key",
-                                   deepgram_base_url=deepgram.url))
+    tts = AuraSynthesizer(plain_settings(deepgram_api_key=PROVIDER_KEY, deepgram_base_url=deepgram.url))
     yield tts
     await tts.close()
 
@@ -37,12 +29,11 @@ async def collect(tts: AuraSynthesizer, text: str = TEXT) -> list[bytes]:
 
 
 def test_it_describes_its_audio_as_twilios_own_format():
-    tts = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key="k", deepgram_tts_model="aura-2-orion-en"))
+    tts = AuraSynthesizer(plain_settings(deepgram_api_key="k", deepgram_tts_model="aura-2-orion-en"))
     assert (tts.sample_rate, tts.encoding) == (8000, "mulaw")
     assert tts.cache_key == "deepgram:aura-2-orion-en:mulaw8k"
 
 
-@pytest.mark.asyncio
 async def test_the_request_asks_for_headerless_mulaw_at_8k_with_the_voice_setting(deepgram, aura):
     await collect(aura)
     request = deepgram.speak_requests[0]
@@ -53,7 +44,6 @@ async def test_the_request_asks_for_headerless_mulaw_at_8k_with_the_voice_settin
     assert request.json() == {"text": TEXT}
 
 
-@pytest.mark.asyncio
 async def test_mulaw_bytes_come_through_unchanged_and_frame_without_resampling(deepgram, aura):
     chunks = await collect(aura)
     audio = b"".join(chunks)
@@ -65,7 +55,6 @@ async def test_mulaw_bytes_come_through_unchanged_and_frame_without_resampling(d
     assert framed == audio and len(framed) // FRAME_BYTES == len(audio) // FRAME_BYTES
 
 
-@pytest.mark.asyncio
 async def test_closing_the_synthesis_early_stops_the_http_stream(deepgram, aura):
     deepgram.speak_hold_after = 1
     stream = aura.synthesize(TEXT)
@@ -78,7 +67,6 @@ async def test_closing_the_synthesis_early_stops_the_http_stream(deepgram, aura)
     assert not record.finished.is_set()
 
 
-@pytest.mark.asyncio
 async def test_a_rejected_request_raises(deepgram, aura):
     deepgram.speak_error = (400, "bad voice")
     with pytest.raises(ApiError) as raised:

@@ -16,18 +16,18 @@ from services.receptionist.availability import (
     refusal,
     spoken_datetime,
 )
-from services.receptionist.profile import load_profile, parse_profile
+from services.receptionist.profile import parse_profile
 from services.receptionist.tool_types import CallContext
 from services.receptionist.tools import Toolbox
 from services.storage import Storage
-from tests.conftest import ROOT
+from tests.factories import example_profile
 
 NY = ZoneInfo("America/New_York")
 
 
 @pytest.fixture
 def profile():
-    return load_profile(ROOT / "business.example.toml")
+    return example_profile()
 
 
 def at(y, m, d, h, mi=0):

@@ -21,7 +21,8 @@ import pytest
 import websockets
 
 from services.simulator.caller import CallerLine
-from tests.conftest import ROOT, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,25 +18,20 @@ import httpx
 from services.simulator.caller import CallerLine, SimulatedCaller
 from services.storage import Database, Storage
 from services.storage.vocabulary import EndReason
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT
+from tests.deployed import free_port
+from tests.factories import AUTH_TOKEN, PUBLIC_URL, ROOT
 
 SERVER = """
 import sys
 import uvicorn
 from main import create_app
 from services.simulator.server import WS_PROTOCOL
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 database_url, port, max_call_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 settings = make_settings(database_url=database_url, max_call_s=max_call_s, call_sweep_grace_s=0.0)
 uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws=WS_PROTOCOL)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

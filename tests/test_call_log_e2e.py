@@ -18,7 +18,8 @@ from services.receptionist.profile import load_profile
 from services.simulator.caller import CallerLine
 from services.storage.calls import TurnRow
 from services.storage.models import utcnow
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN, PUBLIC_URL
 
 ADMIN = "owner-secret-token"
 BEARER = {"Authorization": f"Bearer {ADMIN}"}

@@ -10,20 +10,17 @@ import httpx
 import pytest
 import websockets
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from services.audio.codec import FRAME_BYTES, rms, ulaw_to_pcm
 from services.simulator.caller import CallerLine
-from services.simulator.server import serve_app
 from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
 from services.telephony.rest import TwilioTelephony
 from services.telephony.webhook import StreamClaim, check_stream_token, stream_parameters
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN, OWNER_PHONE, PUBLIC_URL, profile_with_an_owner
+from tests.fakes.twilio_rest import FakeTwilioRest
 
 
 def zylin_turns(record: dict) -> list:
@@ -105,39 +102,21 @@ async def test_pressing_zero_takes_the_escalation_path(zylin):
 
 
 async def test_a_transfer_dials_the_owner_through_twilio_rest_after_the_line_has_played(tmp_path):
-    requests: list[tuple[float, str, dict]] = []
-
-    async def update_call(request: Request) -> JSONResponse:
-        form = dict(await request.form())
-        requests.append((asyncio.get_running_loop().time(), request.url.path, form))
-        return JSONResponse({"sid": request.path_params["sid"], "status": "in-progress"})
-
-    fake_twilio = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json",
-                                          update_call, methods=["POST"])])
-    profile = tmp_path / "open-always.toml"
-    text = ((ROOT / "business.example.toml").read_text()
-            .replace('owner_phone = ""', 'owner_phone = "+15550001111"'))
-    all_week = "\n".join(f'{d} = "00:00-23:59"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
-    text = text.split("[transfer_hours]")[0] + "[transfer_hours]\n" + all_week + "\n\n[[services]]" + \
-        text.split("[[services]]", 1)[1]
-    profile.write_text(text)
-
-    async with serve_app(fake_twilio) as twilio_url:
-        telephony = TwilioTelephony("AC" + "0" * 32, AUTH_TOKEN, api_base_url=twilio_url)
+    profile = profile_with_an_owner(tmp_path, owner_sms="")
+    async with FakeTwilioRest(auth_token=AUTH_TOKEN) as twilio:
+        telephony = TwilioTelephony(twilio.account_sid, AUTH_TOKEN, api_base_url=twilio.url)
         async with running_zylin(telephony=telephony, business_profile=str(profile)) as zylin:
             result = await zylin.caller().call([CallerLine("Can I talk to a real person please?")],
                                                hang_up=False)
             record = await zylin.recorder.wait_ended(result.call_sid)
 
-    assert len(requests) == 1
-    _, path, form = requests[0]
-    assert path.endswith(f"/Calls/{result.call_sid}.json")
-    assert "<Dial" in form["Twiml"] and "+15550001111" in form["Twiml"]
+    [update] = twilio.call_updates
+    assert update.call_sid == result.call_sid and update.status == 200
+    assert "<Dial" in update.form["Twiml"] and OWNER_PHONE in update.form["Twiml"]
     connecting = zylin_turns(record)[-1]
     assert "connecting you" in connecting.text and not connecting.interrupted
     # The line was heard before the call was moved: its mark came back before the REST request.
-    requested_at = requests[0][0]
-    assert requested_at >= max(t for t, _ in result.marks_echoed)
+    assert update.at >= max(t for t, _ in result.marks_echoed)
     assert any(e.kind == "transfer" for e in record["events"])
 
 
@@ -182,7 +161,7 @@ async def test_a_caller_who_hangs_up_mid_reply_leaves_a_complete_record(zylin):
     params = {**stream_parameters(StreamClaim(call_sid, "+15550005555", ""), zylin.settings.token_secret),
               "mockScript": json.dumps(["What are your opening hours?"])}
     speech = speech_ulaw("What are your opening hours?") + b"\xff" * 160 * 25
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(1, stream_sid, call_sid, "AC" + "b" * 32, params))
         for n in range(0, len(speech), 160):
@@ -215,18 +194,13 @@ async def test_a_forged_stream_upgrade_is_closed_with_1008(zylin):
 
 
 async def test_a_start_with_a_bad_stream_token_is_closed_with_1008(zylin):
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(1, "MZ" + "1" * 32, "CA" + "1" * 32, "AC" + "1" * 32,
                                          {"token": "not-the-token"}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd.code == 1008
-
-
-def _signed_socket(zylin):
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(zylin.settings.media_stream_url, {})
-    return websockets.connect(zylin.ws_url, additional_headers={"X-Twilio-Signature": signature})
 
 
 async def test_malformed_frames_are_dropped_without_breaking_a_concurrent_healthy_call(zylin):
@@ -241,7 +215,7 @@ async def test_malformed_frames_are_dropped_without_breaking_a_concurrent_health
         "[" * 5000 + "]" * 5000, "x" * 70000,
         wire.inbound_media(1, "MZ" + "0" * 32, 1, 0, b"\xff" * 160),  # wrong streamSid
     ]
-    async with _signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_media(1, stream_sid, 1, 0, b"\xff" * 160))  # before start
         await ws.send(b"\x00\x01binary")
         await ws.send(wire.inbound_connected())

@@ -34,7 +34,8 @@ from services.simulator.caller import CallerLine, CallResult
 from services.storage import CallDetail, Storage
 from tests.conftest import TEST_DATABASE_URL, Running, running_zylin
 from tests.deployed import fresh_database_url
-from tests.test_receptionist_calls import BRISK, open_weekday, said
+from tests.factories import open_weekday, said
+from tests.test_receptionist_calls import BRISK
 from tests.test_storage_writer import Locked
 
 OUTAGE_S = float(os.environ.get("ZYLIN_OUTAGE_S", "4"))

@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pytest
-import pytest_asyncio
 from deepgram.environment import DeepgramClientEnvironment
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -15,17 +14,14 @@ from websockets.exceptions import InvalidStatus
 from services.asr.base import RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
 from services.asr.deepgram import DeepgramRecognizer, deepgram_environment
 from services.providers import deepgram_arguments
-from services.receptionist.profile import parse_profile
 from services.settings import Settings
 from services.simulator.caller import CallerLine
 from tests.conftest import running_zylin
+from tests.factories import PROVIDER_KEY, dental_profile, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental", "timezone": "America/New_York",
-    "hours": {"mon": "09:00-17:00"},
-    "services": [{"name": "Cleaning", "duration_min": 45}, {"name": "Teeth Whitening", "duration_min": 60}],
-})
+PROFILE = dental_profile(services=[{"name": "Cleaning", "duration_min": 45},   # the keyterms the stream asks for
+                                   {"name": "Teeth Whitening", "duration_min": 60}])
 FRAME = 320  # 20 ms of PCM16 at 8 kHz
 
 
@@ -41,7 +37,7 @@ def voice(seconds: float) -> list[bytes]:
 
 
 def settings_for(fake: FakeDeepgram, **overrides) -> Settings:
-    return Settings(_env_file=None, deepgram_api_key="test-key", deepgram_base_url=fake.url, **overrides)
+    return plain_settings(deepgram_api_key=PROVIDER_KEY, deepgram_base_url=fake.url, **overrides)
 
 
 def recognizer_for(settings: Settings, **options) -> DeepgramRecognizer:
@@ -49,13 +45,7 @@ def recognizer_for(settings: Settings, **options) -> DeepgramRecognizer:
     return DeepgramRecognizer(**deepgram_arguments(settings, PROFILE), **options)
 
 
-@pytest_asyncio.fixture
-async def deepgram():
-    async with FakeDeepgram() as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
+@pytest.fixture
 async def recognizers():
     made: list[DeepgramRecognizer] = []
 
@@ -87,7 +77,6 @@ class Events:
 
 
 # --- opening the stream -----------------------------------------------------------------------------
-@pytest.mark.asyncio
 async def test_the_stream_opens_with_the_documented_query_and_the_key_as_a_token(deepgram, recognizers):
     await recognizers(deepgram)
     session = await deepgram.wait_session(0)
@@ -102,7 +91,6 @@ async def test_the_stream_opens_with_the_documented_query_and_the_key_as_a_token
     assert q["keyterm"] == ["Bright Smile Dental", "Cleaning", "Teeth Whitening"]
 
 
-@pytest.mark.asyncio
 async def test_endpointing_and_utterance_end_follow_the_settings(deepgram, recognizers):
     await recognizers(deepgram, settings_for(deepgram, deepgram_endpointing_ms=450,
                                              deepgram_utterance_end_ms=1500))
@@ -110,7 +98,6 @@ async def test_endpointing_and_utterance_end_follow_the_settings(deepgram, recog
     assert session.query["endpointing"] == ["450"] and session.query["utterance_end_ms"] == ["1500"]
 
 
-@pytest.mark.asyncio
 async def test_keyterms_are_only_sent_to_models_that_take_them(deepgram, recognizers):
     # The fake, like Deepgram, rejects keyterm on a pre-Nova-3 model with 400.
     await recognizers(deepgram, settings_for(deepgram, deepgram_model="nova-2-phonecall"))
@@ -131,7 +118,6 @@ def test_the_base_url_setting_points_both_rest_and_websocket_at_one_host(base_ur
 
 
 # --- audio -----------------------------------------------------------------------------------------------
-@pytest.mark.asyncio
 async def test_audio_reaches_deepgram_whole_and_in_order(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     sent = [bytes([i]) * FRAME for i in range(50)]
@@ -142,7 +128,6 @@ async def test_audio_reaches_deepgram_whole_and_in_order(deepgram, recognizers):
     assert bytes(session.audio) == b"".join(sent)
 
 
-@pytest.mark.asyncio
 async def test_audio_sent_before_the_socket_opens_is_not_lost(deepgram, recognizers):
     deepgram.refuse(503, count=1)  # the first attempt fails, so audio must wait for the second
     recognizer = await recognizers(deepgram)
@@ -153,7 +138,6 @@ async def test_audio_sent_before_the_socket_opens_is_not_lost(deepgram, recogniz
     assert bytes(session.audio) == b"".join(frames(10, value=7))
 
 
-@pytest.mark.asyncio
 async def test_a_quiet_stream_is_kept_open_with_keepalives(recognizers):
     # Deepgram closes a stream that hears nothing for ~10 s; the fake does it after 0.5 s.
     async with FakeDeepgram(idle_timeout_s=0.5) as fake:
@@ -167,7 +151,6 @@ async def test_a_quiet_stream_is_kept_open_with_keepalives(recognizers):
         await session.wait_audio_bytes(FRAME)
 
 
-@pytest.mark.asyncio
 async def test_a_stream_without_keepalives_is_closed_by_the_fake_as_by_deepgram():
     async with FakeDeepgram(idle_timeout_s=0.3) as fake:
         settings = settings_for(fake)
@@ -183,7 +166,6 @@ async def test_a_stream_without_keepalives_is_closed_by_the_fake_as_by_deepgram(
 
 
 # --- events ------------------------------------------------------------------------------------------------
-@pytest.mark.asyncio
 async def test_interim_and_final_results_become_transcripts(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -200,7 +182,6 @@ async def test_interim_and_final_results_become_transcripts(deepgram, recognizer
     assert await events.next() == UtteranceEnd(2.25)
 
 
-@pytest.mark.asyncio
 async def test_an_empty_answer_to_finalize_still_closes_the_open_turn_once(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -220,7 +201,6 @@ async def test_an_empty_answer_to_finalize_still_closes_the_open_turn_once(deepg
     assert (await events.next()).text == "Thanks."   # nothing in between: closed once
 
 
-@pytest.mark.asyncio
 async def test_speech_started_and_utterance_end_carry_call_time(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -235,7 +215,6 @@ async def test_speech_started_and_utterance_end_carry_call_time(deepgram, recogn
     assert await events.next() == UtteranceEnd(3.6)
 
 
-@pytest.mark.asyncio
 async def test_an_utterance_end_after_speech_final_does_not_close_the_turn_twice(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -251,7 +230,6 @@ async def test_an_utterance_end_after_speech_final_does_not_close_the_turn_twice
     assert await events.next() == UtteranceEnd(4.5)
 
 
-@pytest.mark.asyncio
 async def test_results_with_no_words_are_not_events(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -268,7 +246,6 @@ async def test_results_with_no_words_are_not_events(deepgram, recognizers):
     assert (await events.next()).text == "Hi."
 
 
-@pytest.mark.asyncio
 async def test_metadata_and_errors_are_logged_not_reported(deepgram, recognizers, caplog):
     caplog.set_level(logging.INFO, logger="zylin.asr.deepgram")
     recognizer = await recognizers(deepgram)
@@ -284,7 +261,6 @@ async def test_metadata_and_errors_are_logged_not_reported(deepgram, recognizers
     assert "Deepgram error: SchemaError: bad message" in caplog.text
 
 
-@pytest.mark.asyncio
 async def test_finalize_is_sent_in_order_and_its_answer_closes_the_turn(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -305,7 +281,6 @@ async def test_finalize_is_sent_in_order_and_its_answer_closes_the_turn(deepgram
     assert session.sent[-1]["from_finalize"] is True and session.sent[-1]["speech_final"] is False
 
 
-@pytest.mark.asyncio
 async def test_close_sends_close_stream_and_ends_the_events(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     events = Events(recognizer)
@@ -324,7 +299,6 @@ async def test_close_sends_close_stream_and_ends_the_events(deepgram, recognizer
 
 # --- failures -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("close_code", [None, 1011], ids=["network-drop", "server-error-close"])
-@pytest.mark.asyncio
 async def test_a_dropped_stream_reconnects_and_resends_the_audio_that_came_meanwhile(
         deepgram, recognizers, close_code, caplog):
     caplog.set_level(logging.INFO, logger="zylin.asr.deepgram")
@@ -356,7 +330,6 @@ async def test_a_dropped_stream_reconnects_and_resends_the_audio_that_came_meanw
     assert "dropped" in caplog.text and "reconnected" in caplog.text
 
 
-@pytest.mark.asyncio
 async def test_a_finalize_asked_for_while_disconnected_follows_the_buffered_audio(deepgram, recognizers):
     recognizer = await recognizers(deepgram, retry_delays_s=(0.1,))
     first = await deepgram.wait_session(0)
@@ -373,7 +346,6 @@ async def test_a_finalize_asked_for_while_disconnected_follows_the_buffered_audi
     assert isinstance(second.messages[-1], dict) and second.messages[-1]["type"] == "Finalize"
 
 
-@pytest.mark.asyncio
 async def test_a_long_outage_keeps_only_the_newest_audio(deepgram, recognizers):
     recognizer = await recognizers(deepgram, backlog_s=0.5, retry_delays_s=(0.1,))
     events = Events(recognizer)
@@ -392,7 +364,6 @@ async def test_a_long_outage_keeps_only_the_newest_audio(deepgram, recognizers):
     assert (await events.next()).start_s == pytest.approx(0.5)   # the kept audio began 0.5 s in
 
 
-@pytest.mark.asyncio
 async def test_a_recognizer_that_cannot_connect_reports_failure(deepgram, recognizers):
     deepgram.refuse(503)
     recognizer = await recognizers(deepgram, give_up_after_s=0.4)
@@ -405,7 +376,6 @@ async def test_a_recognizer_that_cannot_connect_reports_failure(deepgram, recogn
     await recognizer.send(frames(1)[0])       # and sending afterwards is harmless
 
 
-@pytest.mark.asyncio
 async def test_an_unreachable_deepgram_is_reported_not_waited_for(recognizers):
     async with FakeDeepgram() as fake:
         settings = settings_for(fake)
@@ -414,7 +384,6 @@ async def test_an_unreachable_deepgram_is_reported_not_waited_for(recognizers):
     assert isinstance(await Events(recognizer).next(), RecognizerFailed)
 
 
-@pytest.mark.asyncio
 async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recognizers):
     recognizer = await recognizers(deepgram, give_up_after_s=0.4)
     events = Events(recognizer)
@@ -425,11 +394,10 @@ async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recogn
     assert isinstance(await events.next(), RecognizerFailed)
 
 
-@pytest.mark.asyncio
 async def test_the_api_key_never_reaches_the_logs(recognizers, caplog):
     caplog.set_level(logging.DEBUG)
     async with FakeDeepgram(api_key="the-right-key") as fake:
-        settings = Settings(_env_file=None, deepgram_api_key="secret-key-123", deepgram_base_url=fake.url)
+        settings = plain_settings(deepgram_api_key="secret-key-123", deepgram_base_url=fake.url)
         recognizer = await recognizers(fake, settings)
         failed = await Events(recognizer).next()
     assert isinstance(failed, RecognizerFailed) and "401" in failed.reason
@@ -438,7 +406,6 @@ async def test_the_api_key_never_reaches_the_logs(recognizers, caplog):
 
 
 # --- the scripted fake, as the end-to-end tests use it -------------------------------------------------------
-@pytest.mark.asyncio
 async def test_spoken_audio_comes_back_as_the_scripted_line_with_deepgrams_message_sequence(recognizers):
     async with FakeDeepgram(script=["I'd like to book a cleaning."]) as fake:
         recognizer = await recognizers(fake)
@@ -475,7 +442,6 @@ def finalize_answers(session) -> list[str]:
     return [m["channel"]["alternatives"][0]["transcript"] for m in session.sent if m.get("from_finalize")]
 
 
-@pytest.mark.asyncio
 async def test_the_fake_answers_finalize_only_when_audio_waits_to_be_transcribed(deepgram, recognizers):
     recognizer = await recognizers(deepgram)
     session = await deepgram.wait_session(0)
@@ -496,7 +462,6 @@ async def test_the_fake_answers_finalize_only_when_audio_waits_to_be_transcribed
     assert finalize_answers(session) == ["", "Goodbye."]
 
 
-@pytest.mark.asyncio
 async def test_in_script_mode_finalize_flushes_speech_but_not_the_silence_between(recognizers):
     async with FakeDeepgram(script=["Hello there.", "Thanks."]) as fake:
         recognizer = await recognizers(fake)
@@ -516,7 +481,6 @@ async def test_in_script_mode_finalize_flushes_speech_but_not_the_silence_betwee
     assert finalize_answers(session) == ["Hello there.", "Thanks."]
 
 
-@pytest.mark.asyncio
 async def test_a_turn_still_closes_at_deepgram_s_endpoint_when_finalize_is_never_answered(recognizers):
     async with FakeDeepgram(script=["I'd like to book a cleaning."], answer_finalize=False) as fake:
         recognizer = await recognizers(fake)
@@ -555,7 +519,6 @@ async def test_a_caller_is_answered_through_the_engine_when_deepgram_never_answe
 
 
 # --- refusals: a 400 at the upgrade is final ----------------------------------------------------------
-@pytest.mark.asyncio
 async def test_the_fake_refuses_an_unsupported_encoding_at_the_upgrade_with_400(deepgram):
     url = deepgram.url.replace("http://", "ws://") + "/v1/listen?encoding=mp3&sample_rate=8000"
     with pytest.raises(InvalidStatus) as caught:
@@ -566,7 +529,6 @@ async def test_the_fake_refuses_an_unsupported_encoding_at_the_upgrade_with_400(
     assert deepgram.refused == 1 and deepgram.sessions == []
 
 
-@pytest.mark.asyncio
 async def test_a_query_deepgram_refuses_fails_the_recognizer_at_once_without_retrying(deepgram):
     recognizer = recognizer_for(settings_for(deepgram), retry_delays_s=(0.05,), give_up_after_s=10.0)
     recognizer.params["encoding"] = "mp3"      # not an encoding Deepgram streams

@@ -6,7 +6,7 @@ import wave
 
 from main import create_app
 from services.simulator.demo import run_demo
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 
 async def test_the_demo_call_runs_offline_books_and_writes_what_the_caller_heard(tmp_path, capsys):

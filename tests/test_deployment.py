@@ -11,15 +11,15 @@ from datetime import UTC
 import pytest
 
 from services.simulator.caller import CallerLine
-from tests.conftest import AUTH_TOKEN, TEST_DATABASE_URL
-from tests.deployed import PROVIDER_KEY, deployed_zylin, free_port, fresh_database_url, production_env
+from tests.conftest import DATABASES
+from tests.deployed import deployed_zylin, free_port, fresh_database_url, production_env
+from tests.factories import AUTH_TOKEN, CALLER, PROVIDER_KEY, local, open_weekday, said
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_legacy_calls import wav_bytes
-from tests.test_receptionist_calls import CALLER, ScriptedReceptionist, local, open_weekday, said
+from tests.test_receptionist_calls import ScriptedReceptionist
 
-DATABASES = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 # Every database with the automatic voice (Aura, as both keys are set); OpenAI's voice once.
 SHAPES = [(db, "deepgram") for db in DATABASES] + [(DATABASES[-1], "openai")]
 

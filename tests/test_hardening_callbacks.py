@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import TEST_DATABASE_URL, running_zylin
+from tests.conftest import DATABASES, running_zylin
 from tests.deployed import fresh_database_url
+from tests.factories import open_weekday, said
 from tests.test_legacy_calls import FakeRecordings, LegacyCaller, settings_for
-from tests.test_receptionist_calls import open_weekday, said
-
-DATABASES = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 
 
 @contextlib.asynccontextmanager

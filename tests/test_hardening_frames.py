@@ -18,7 +18,8 @@ from services.orchestrator.record import TurnRecord
 from services.simulator.voice import speech_ulaw
 from services.telephony import media_streams as wire
 from services.telephony.webhook import StreamClaim, stream_parameters
-from tests.conftest import AUTH_TOKEN, Running, running_zylin
+from tests.conftest import Running, running_zylin
+from tests.factories import AUTH_TOKEN
 
 CALL_SID, STREAM_SID, ACCOUNT_SID = "CA" + "7" * 32, "MZ" + "7" * 32, "AC" + "7" * 32
 SILENCE = b"\xff" * 160

@@ -22,10 +22,11 @@ from websockets.uri import parse_uri
 
 import main
 from services.server import LimitedHttpProtocol, ServerConfig, server_config
-from services.simulator.caller import CallerLine, parse_stream_twiml
+from services.simulator.caller import CallerLine
 from services.telephony import media_streams as wire
 from services.telephony.media_streams import StreamSender
-from tests.conftest import AUTH_TOKEN, ROOT, Running, make_settings, running_zylin
+from tests.conftest import Running, running_zylin
+from tests.factories import AUTH_TOKEN, EXAMPLE_PROFILE, make_settings
 
 SLACK_S = 2.5  # scheduling headroom on a shared 2-core machine; every bound below adds it once
 
@@ -106,19 +107,8 @@ class RawTwilioEdge:
         self.sock.close()
 
 
-async def _twiml(zylin: Running, call_sid: str) -> tuple[str, dict[str, str]]:
-    """The stream URL and parameters as Twilio gets them: from the real, signed voice webhook."""
-    form = {"CallSid": call_sid, "AccountSid": "AC" + "1" * 32, "From": "+15550007777",
-            "To": "+15550008888", "CallStatus": "ringing", "Direction": "inbound"}
-    response = await zylin.caller().post_signed("/api/twilio/voice", form)
-    assert response.status_code == 200, response.text
-    url, params = parse_stream_twiml(response.text)
-    assert url and params, response.text
-    return url, params
-
-
 async def _start_stream(zylin: Running, call_sid: str, rcvbuf: int | None = None) -> RawTwilioEdge:
-    url, params = await _twiml(zylin, call_sid)
+    url, params = await zylin.stream_twiml(call_sid)
     edge = await RawTwilioEdge.connect(zylin, url, rcvbuf)
     await edge.send_text(wire.inbound_connected())
     await edge.send_text(wire.inbound_start(1, "MZ" + call_sid[2:], call_sid, "AC" + "1" * 32, params))
@@ -128,7 +118,7 @@ async def _start_stream(zylin: Running, call_sid: str, rcvbuf: int | None = None
 def _long_greeting_profile(tmp_path) -> str:
     """A greeting of ~40 s (~400 KB of messages): several times what the socket buffers hold."""
     greeting = "Thanks for calling Bright Smile Dental, this is Zylin. " + "We are so glad you called. " * 20
-    text = (ROOT / "business.example.toml").read_text()
+    text = EXAMPLE_PROFILE.read_text()
     lines = [f'greeting = "{greeting}"' if line.startswith("greeting =") else line
              for line in text.splitlines()]
     path = tmp_path / "long-greeting.toml"
@@ -166,9 +156,9 @@ async def test_a_goodbye_whose_mark_never_comes_back_still_ends_at_the_hard_limi
     call was streaming, not once the goodbye (state ENDING) was waiting for its mark."""
     async with running_zylin(max_call_s=1.0) as zylin:
         call_sid = "CA" + "6" * 32
-        _, params = await _twiml(zylin, call_sid)
+        _, params = await zylin.stream_twiml(call_sid)
         stream_sid = "MZ" + "6" * 32
-        async with _signed_socket(zylin) as ws:
+        async with zylin.media_socket() as ws:
             await ws.send(wire.inbound_connected())
             await ws.send(wire.inbound_start(1, stream_sid, call_sid, "AC" + "1" * 32, params))
             marks = []
@@ -324,11 +314,6 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_time
             sock.close()
 
 
-def _signed_socket(zylin: Running, **kwargs):
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(zylin.settings.media_stream_url, {})
-    return websockets.connect(zylin.ws_url, additional_headers={"X-Twilio-Signature": signature}, **kwargs)
-
-
 async def _closed_code(ws, within_s: float) -> int | None:
     with pytest.raises(websockets.ConnectionClosed) as closed:
         async with asyncio.timeout(within_s):
@@ -341,7 +326,7 @@ async def test_streams_that_never_send_start_are_closed_with_1008_after_the_star
     start_timeout_s = 1.0
     async with running_zylin(start_timeout_s=start_timeout_s) as zylin:
         async def idle_stream() -> tuple[int | None, float]:
-            async with _signed_socket(zylin) as ws:
+            async with zylin.media_socket() as ws:
                 await ws.send(wire.inbound_connected())
                 opened = time.monotonic()
                 for n in range(3):  # frames before `start` do not hold the socket open
@@ -366,7 +351,7 @@ async def test_beyond_max_connections_requests_and_upgrades_get_503():
             async with httpx.AsyncClient(base_url=zylin.base_url) as http:
                 refused = await http.get("/health")
             with pytest.raises(websockets.InvalidStatus) as upgrade:
-                async with _signed_socket(zylin):
+                async with zylin.media_socket():
                     pass
         finally:
             for sock in idle:

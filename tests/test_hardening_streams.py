@@ -7,35 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 import websockets
-from twilio.request_validator import RequestValidator
 
-from services.simulator.caller import CallerLine, parse_stream_twiml
+from services.simulator.caller import CallerLine
 from services.telephony import media_streams as wire
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL
 
 CALLER = "+15550104444"
 
 
 async def twiml_for(zylin, call_sid: str) -> dict[str, str]:
-    """What the voice webhook hands Twilio for this call: the stream's parameters."""
-    form = {"CallSid": call_sid, "From": CALLER, "To": "+15559870000", "CallStatus": "ringing"}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + "/api/twilio/voice", form)
-    async with httpx.AsyncClient(base_url=zylin.base_url) as http:
-        response = await http.post("/api/twilio/voice", data=form, headers={"X-Twilio-Signature": signature})
-    return parse_stream_twiml(response.text)[1]
-
-
-def signed_socket(zylin):
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(zylin.settings.media_stream_url, {})
-    return websockets.connect(zylin.ws_url, additional_headers={"X-Twilio-Signature": signature})
+    """The stream's parameters the voice webhook hands Twilio for this call from CALLER."""
+    return (await zylin.stream_twiml(call_sid, from_number=CALLER))[1]
 
 
 async def start_and_wait_for_close(zylin, call_sid: str, params: dict[str, str]) -> int | None:
     """Open a stream with these parameters; the close code if Zylin closes it, None if it greets."""
-    async with signed_socket(zylin) as ws:
+    async with zylin.media_socket() as ws:
         await ws.send(wire.inbound_connected())
         await ws.send(wire.inbound_start(1, "MZ" + "9" * 32, call_sid, "AC" + "9" * 32, params))
         try:

@@ -16,7 +16,8 @@ from starlette.routing import Route
 from services.simulator.server import serve_app
 from services.telephony.recordings import credentials_allowed
 from services.telephony.rest import TWILIO_API
-from tests.conftest import AUTH_TOKEN, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.test_legacy_calls import wav_bytes
 
@@ -27,7 +28,8 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 async def raw_request(base_url: str, head: bytes, body: bytes, timeout_s: float = 5.0) -> bytes:
-    """Send a request head and part of a body on a raw socket; what the server answers."""
+    """Send a request head and part of a body on a raw socket; what the server answers. Raw on
+    purpose: an HTTP client sends the body it announces, and this one must not."""
     url = urlsplit(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:

@@ -28,8 +28,18 @@ from services.legacy.conversation import DIAL_RESULT_PATH, RECORDING_PATH
 from services.receptionist.lines import MESSAGE_OFFER, REPROMPT, TOO_SLOW
 from services.simulator.server import serve_app
 from services.telephony.rest import OfflineTelephony
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
-from tests.test_receptionist_calls import CALLER, OWNER_PHONE, PROFILE, local, open_weekday, profile_with_an_owner, said
+from tests.conftest import running_zylin
+from tests.factories import (
+    AUTH_TOKEN,
+    CALLER,
+    OWNER_PHONE,
+    PUBLIC_URL,
+    example_profile,
+    local,
+    open_weekday,
+    profile_with_an_owner,
+    said,
+)
 
 ACCOUNT_SID = "AC" + "5" * 32
 ADMIN = "owner-secret-token"
@@ -197,7 +207,7 @@ async def test_a_legacy_caller_books_a_cleaning_turn_by_turn_and_the_call_log_sh
         log = await call_log(zylin, caller.call_sid)
 
     assert_records_again(greeting)
-    assert greeting.said == PROFILE.greeting
+    assert greeting.said == example_profile().greeting
     for answer in (asked, read_back, confirmed):
         assert_records_again(answer)
     assert "Shall I book it?" in read_back.said
@@ -352,7 +362,7 @@ def test_a_real_transcriber_without_its_key_stops_start_up_and_the_keys_choose_o
 
     from services.legacy.transcriber import MockTranscriber, OpenAITranscriber, build_transcriber
     from services.settings import ConfigError
-    from tests.conftest import make_settings
+    from tests.factories import make_settings
 
     with pytest.raises(ConfigError, match="LEGACY_TRANSCRIBER=deepgram needs DEEPGRAM_API_KEY"):
         build_transcriber(make_settings(use_mock_streaming=False, legacy_transcriber="deepgram"))

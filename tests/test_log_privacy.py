@@ -19,19 +19,9 @@ from services.receptionist.lines import TRANSFER_FAILED_LINE
 from services.simulator.caller import CallerLine
 from services.telephony.rest import TwilioTelephony
 from tests.conftest import running_zylin
+from tests.factories import CALLER, OWNER_PHONE, OWNER_SMS, SMS_FROM, open_weekday, profile_with_an_owner, said
 from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.test_receptionist_calls import (
-    BRISK,
-    CALLER,
-    OWNER_PHONE,
-    OWNER_SMS,
-    SMS_FROM,
-    SPEED,
-    open_weekday,
-    profile_with_an_owner,
-    said,
-    zylin_turns,
-)
+from tests.test_receptionist_calls import BRISK, SPEED, zylin_turns
 
 NAME = "Philippa Quorn"
 MESSAGE = "Please ask the dentist to call me back about my crown, it cracked on Sunday."

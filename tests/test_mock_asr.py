@@ -57,7 +57,6 @@ def interims(events: list) -> list[Transcript]:
     return [e for e in events if isinstance(e, Transcript) and not e.is_final]
 
 
-@pytest.mark.asyncio
 async def test_a_caller_who_stops_talking_gets_events_in_deepgram_order_and_stream_time() -> None:
     rec = recognizer([LINE])
     await rec.start()
@@ -79,7 +78,6 @@ async def test_a_caller_who_stops_talking_gets_events_in_deepgram_order_and_stre
     assert all(not e.speech_final and 0.2 < e.end_s <= 2.2 for e in interims(events))
 
 
-@pytest.mark.asyncio
 async def test_interim_results_reveal_the_line_progressively_every_300_ms_of_speech() -> None:
     rec = recognizer([LINE])
     await rec.start()
@@ -93,7 +91,6 @@ async def test_interim_results_reveal_the_line_progressively_every_300_ms_of_spe
     assert all(LINE.startswith(p.text) for p in partials)
 
 
-@pytest.mark.asyncio
 async def test_no_final_until_the_endpoint_silence_has_passed() -> None:
     early = recognizer([LINE])
     await early.start()
@@ -106,7 +103,6 @@ async def test_no_final_until_the_endpoint_silence_has_passed() -> None:
     assert [f.text for f in finals(await all_events(on_time))] == [LINE]
 
 
-@pytest.mark.asyncio
 async def test_utterance_end_waits_for_its_silence_after_the_last_word() -> None:
     early = recognizer([LINE])
     await early.start()
@@ -120,7 +116,6 @@ async def test_utterance_end_waits_for_its_silence_after_the_last_word() -> None
     assert [e.last_word_end_s for e in ends] == [pytest.approx(1.0)]  # once, not per silent second
 
 
-@pytest.mark.asyncio
 async def test_finalize_closes_the_turn_before_the_endpoint_and_never_repeats_the_final() -> None:
     rec = recognizer([LINE, "second line"], endpointing_ms=800)
     await rec.start()
@@ -135,7 +130,6 @@ async def test_finalize_closes_the_turn_before_the_endpoint_and_never_repeats_th
     assert sum(isinstance(e, UtteranceEnd) for e in events) == 1
 
 
-@pytest.mark.asyncio
 async def test_finalize_with_nobody_speaking_emits_nothing() -> None:
     rec = recognizer([LINE])
     await rec.start()
@@ -144,7 +138,6 @@ async def test_finalize_with_nobody_speaking_emits_nothing() -> None:
     assert await all_events(rec) == []
 
 
-@pytest.mark.asyncio
 async def test_each_speech_segment_takes_the_next_script_line_until_the_script_runs_out(caplog) -> None:
     rec = recognizer(["hello", "what are your hours"])
     await rec.start()
@@ -159,7 +152,6 @@ async def test_each_speech_segment_takes_the_next_script_line_until_the_script_r
     assert not any(isinstance(e, SpeechNotUnderstood) for e in events)  # a test ran out, not a demo
 
 
-@pytest.mark.asyncio
 async def test_a_click_or_a_short_blip_does_not_use_up_a_script_line() -> None:
     rec = recognizer(["first", "second"])
     await rec.start()
@@ -173,7 +165,6 @@ async def test_a_click_or_a_short_blip_does_not_use_up_a_script_line() -> None:
                                                                           pytest.approx(0.88)]
 
 
-@pytest.mark.asyncio
 async def test_audio_in_odd_sized_chunks_keeps_the_same_stream_clock() -> None:
     rec = recognizer([LINE])
     await rec.start()
@@ -184,7 +175,6 @@ async def test_audio_in_odd_sized_chunks_keeps_the_same_stream_clock() -> None:
     assert (final.start_s, final.end_s) == (pytest.approx(0.2), pytest.approx(1.2))
 
 
-@pytest.mark.asyncio
 async def test_recognition_delay_holds_the_final_back_without_blocking_send() -> None:
     rec = recognizer([LINE], delay_ms=300)
     await rec.start()
@@ -204,7 +194,6 @@ async def test_recognition_delay_holds_the_final_back_without_blocking_send() ->
     await rec.close()
 
 
-@pytest.mark.asyncio
 async def test_events_after_a_delayed_final_keep_their_order() -> None:
     rec = recognizer(["one", "two"], delay_ms=200, utterance_end_ms=1000)
     await rec.start()
@@ -221,7 +210,6 @@ async def test_events_after_a_delayed_final_keep_their_order() -> None:
                      "SpeechStarted", "interim", "final"]
 
 
-@pytest.mark.asyncio
 async def test_events_end_after_close_and_late_audio_is_ignored() -> None:
     rec = recognizer([LINE])
     await rec.start()
@@ -232,7 +220,6 @@ async def test_events_end_after_close_and_late_audio_is_ignored() -> None:
         await asyncio.wait_for(anext(events), timeout=5)
 
 
-@pytest.mark.asyncio
 async def test_audio_before_start_is_a_mistake() -> None:
     rec = recognizer([LINE])
     with pytest.raises(RuntimeError):
@@ -265,7 +252,6 @@ def notices(events: list) -> list[SpeechNotUnderstood]:
     return [e for e in events if isinstance(e, SpeechNotUnderstood)]
 
 
-@pytest.mark.asyncio
 async def test_without_a_script_each_utterance_is_answered_by_a_demo_notice_not_words() -> None:
     rec = recognizer([])
     await rec.start()
@@ -279,7 +265,6 @@ async def test_without_a_script_each_utterance_is_answered_by_a_demo_notice_not_
     assert "Deepgram key" in DEMO_NOTICE
 
 
-@pytest.mark.asyncio
 async def test_without_a_script_a_click_is_no_utterance_but_finalize_closes_one() -> None:
     rec = recognizer([])
     await rec.start()

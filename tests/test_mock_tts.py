@@ -21,7 +21,6 @@ async def say(tts: MockSynthesizer, text: str) -> list[bytes]:
     return await asyncio.wait_for(collect(), timeout=10)
 
 
-@pytest.mark.asyncio
 async def test_speech_lasts_about_as_long_as_the_text_at_the_speaking_rate() -> None:
     for rate, chars_per_s in ((24000, 15.0), (8000, 10.0)):
         tts = MockSynthesizer(chars_per_s=chars_per_s, sample_rate=rate)
@@ -31,7 +30,6 @@ async def test_speech_lasts_about_as_long_as_the_text_at_the_speaking_rate() -> 
         assert tts.duration_s(SENTENCE) == pytest.approx(seconds, rel=0.05)
 
 
-@pytest.mark.asyncio
 async def test_the_caller_hears_voiced_audio_after_the_phone_line_encoding() -> None:
     tts = MockSynthesizer()
     audio = b"".join(await say(tts, SENTENCE))
@@ -47,7 +45,6 @@ async def test_the_caller_hears_voiced_audio_after_the_phone_line_encoding() -> 
     assert 8000 <= peak <= 12000
 
 
-@pytest.mark.asyncio
 async def test_different_words_get_different_pitches() -> None:
     tts = MockSynthesizer(sample_rate=8000)
     pitch = {}
@@ -60,7 +57,6 @@ async def test_different_words_get_different_pitches() -> None:
     assert len({round(f0) for f0 in pitch.values()}) >= 3
 
 
-@pytest.mark.asyncio
 async def test_the_same_text_always_sounds_the_same() -> None:
     first = b"".join(await say(MockSynthesizer(), SENTENCE))
     again = b"".join(await say(MockSynthesizer(), SENTENCE))
@@ -69,7 +65,6 @@ async def test_the_same_text_always_sounds_the_same() -> None:
     assert first[:len(other)] != other
 
 
-@pytest.mark.asyncio
 async def test_chunks_split_samples_like_real_http_chunks() -> None:
     chunks = await say(MockSynthesizer(), SENTENCE)
     assert len(chunks) > 2
@@ -77,7 +72,6 @@ async def test_chunks_split_samples_like_real_http_chunks() -> None:
     assert sum(len(c) for c in chunks) % 2 == 0  # whole samples overall
 
 
-@pytest.mark.asyncio
 async def test_the_first_chunk_waits_for_the_time_to_first_byte() -> None:
     tts = MockSynthesizer(delay_ms=200)
     stream = tts.synthesize(SENTENCE)
@@ -87,7 +81,6 @@ async def test_the_first_chunk_waits_for_the_time_to_first_byte() -> None:
     await stream.aclose()
 
 
-@pytest.mark.asyncio
 async def test_a_reply_can_be_cut_off_mid_stream() -> None:
     tts = MockSynthesizer()
     stream = tts.synthesize(SENTENCE)
@@ -98,7 +91,6 @@ async def test_a_reply_can_be_cut_off_mid_stream() -> None:
         await anext(stream)
 
 
-@pytest.mark.asyncio
 async def test_nothing_to_say_yields_no_audio() -> None:
     assert await say(MockSynthesizer(), "   ") == []
 
@@ -109,7 +101,6 @@ def test_the_cache_key_names_the_voice_settings() -> None:
     assert MockSynthesizer().encoding == "pcm16"
 
 
-@pytest.mark.asyncio
 async def test_rendered_lines_are_cached_but_the_cache_stays_small() -> None:
     tts = MockSynthesizer()
     for i in range(200):

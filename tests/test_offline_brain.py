@@ -16,25 +16,22 @@ import pytest
 from services.llm.base import Message, TextDelta, ToolCall, ToolSpec
 from services.receptionist import tools as receptionist_tools
 from services.receptionist.offline.brain import OfflineBrain
-from services.receptionist.profile import load_profile, parse_profile
 from services.receptionist.tool_types import BROKEN, CallContext
 from services.receptionist.tools import Toolbox, tool_specs
 from services.storage import Storage
 from services.storage.bookings import BookingNotFound, Bookings, SlotTaken
-from tests.conftest import ROOT, fresh_database
+from tests.conftest import fresh_database
+from tests.factories import dental_profile, example_profile
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental",
-    "timezone": "America/New_York",
-    "address": "12 Main Street, Springfield",
-    "hours": {"mon": "09:00-17:00", "fri": "09:00-15:00"},
-    "services": [
+PROFILE = dental_profile(  # what the brain says back: its address, prices (one free) and the parking answer
+    address="12 Main Street, Springfield",
+    services=[
         {"name": "Cleaning", "duration_min": 45, "price": "$120"},
         {"name": "Whitening", "duration_min": 60, "price": "$300"},
         {"name": "Consultation", "duration_min": 30, "price": "free"},
     ],
-    "faq": {"parking": "There is free parking behind the building."},
-})
+    faq={"parking": "There is free parking behind the building."},
+)
 BOOKING_TOOLS = ("check_availability", "book_appointment", "find_bookings", "reschedule_appointment",
                  "cancel_appointment")
 # The tool layer's specs for this profile.
@@ -59,7 +56,6 @@ def user(text: str) -> list[Message]:
     return [Message("system", "You are Zylin."), Message("user", text)]
 
 
-@pytest.mark.asyncio
 async def test_a_question_about_hours_is_answered_from_the_profile_in_a_stream_of_words() -> None:
     deltas, text, calls = await turn(OfflineBrain(PROFILE), user("What are your opening hours?"))
     assert text == PROFILE.hours_sentence()
@@ -68,13 +64,11 @@ async def test_a_question_about_hours_is_answered_from_the_profile_in_a_stream_o
     assert all(d.text.strip() and d.text.count(" ") <= 1 for d in deltas)
 
 
-@pytest.mark.asyncio
 async def test_asking_about_prices_lists_the_services() -> None:
     _, text, _ = await turn(OfflineBrain(PROFILE), user("How much do your services cost?"))
     assert text == PROFILE.services_sentence()
 
 
-@pytest.mark.asyncio
 async def test_asking_about_one_service_gives_its_price_and_length() -> None:
     _, text, _ = await turn(OfflineBrain(PROFILE), user("How much is whitening?"))
     assert "$300" in text and "60 minutes" in text
@@ -82,20 +76,17 @@ async def test_asking_about_one_service_gives_its_price_and_length() -> None:
     assert "free" in text and "30 minutes" in text
 
 
-@pytest.mark.asyncio
 async def test_a_faq_topic_gets_the_owner_s_answer() -> None:
     _, text, _ = await turn(OfflineBrain(PROFILE), user("Is there parking nearby?"))
     assert text == "There is free parking behind the building."
 
 
-@pytest.mark.asyncio
 async def test_a_caller_who_wants_to_book_is_asked_for_service_and_time() -> None:
     _, text, calls = await turn(OfflineBrain(PROFILE), user("I'd like to schedule an appointment"))
     assert "book an appointment" in text and "Which service" in text
     assert calls == []
 
 
-@pytest.mark.asyncio
 async def test_a_greeting_is_greeted_back_and_anything_else_gets_the_menu() -> None:
     _, text, _ = await turn(OfflineBrain(PROFILE), user("Hello"))
     assert text == "Hello! How can I help you today?"
@@ -103,7 +94,6 @@ async def test_a_greeting_is_greeted_back_and_anything_else_gets_the_menu() -> N
     assert text.startswith("Sorry, I can help with our hours")
 
 
-@pytest.mark.asyncio
 async def test_saying_goodbye_gets_a_goodbye_and_ends_the_call() -> None:
     _, text, calls = await turn(OfflineBrain(PROFILE), user("No, that's all, thanks. Bye!"))
     assert text == "Thanks for calling Bright Smile Dental. Goodbye!"
@@ -111,7 +101,6 @@ async def test_saying_goodbye_gets_a_goodbye_and_ends_the_call() -> None:
     assert calls[0].arguments["reason"]
 
 
-@pytest.mark.asyncio
 async def test_asking_for_a_person_transfers_the_call() -> None:
     for said in ("Can I talk to a real person?", "Put me through to the manager", "(caller pressed 0)"):
         _, text, calls = await turn(OfflineBrain(PROFILE), user(said))
@@ -120,7 +109,6 @@ async def test_asking_for_a_person_transfers_the_call() -> None:
         assert text in ("", "Sure.")
 
 
-@pytest.mark.asyncio
 async def test_only_offered_tools_are_called_otherwise_the_brain_just_talks() -> None:
     _, text, calls = await turn(OfflineBrain(PROFILE), user("goodbye"), NO_TOOLS)
     assert calls == [] and text.endswith("Goodbye!")
@@ -128,7 +116,6 @@ async def test_only_offered_tools_are_called_otherwise_the_brain_just_talks() ->
     assert calls == [] and "What would you like me to pass on?" in text
 
 
-@pytest.mark.asyncio
 async def test_a_failed_transfer_offers_a_message_and_the_reply_is_taken_as_the_message() -> None:
     brain = OfflineBrain(PROFILE)
     history = user("Can I speak to someone?")
@@ -154,7 +141,6 @@ async def test_a_failed_transfer_offers_a_message_and_the_reply_is_taken_as_the_
     assert calls == []
 
 
-@pytest.mark.asyncio
 async def test_tool_results_get_the_matching_follow_up_line() -> None:
     def after(name: str, data: dict) -> list[Message]:
         call = ToolCall("call_9", name, {})
@@ -169,7 +155,6 @@ async def test_tool_results_get_the_matching_follow_up_line() -> None:
     assert text and len(text.split()) <= 4 and calls == []
 
 
-@pytest.mark.asyncio
 async def test_tool_call_ids_are_unique_within_a_brain() -> None:
     brain = OfflineBrain(PROFILE)
     ids = []
@@ -179,7 +164,6 @@ async def test_tool_call_ids_are_unique_within_a_brain() -> None:
     assert len(ids) == 3 == len(set(ids))
 
 
-@pytest.mark.asyncio
 async def test_first_output_waits_for_the_first_token_latency() -> None:
     brain = OfflineBrain(PROFILE, delay_ms=200)
     stream = brain.respond(INSTRUCTIONS, user("hello"), ALL_TOOLS)
@@ -238,7 +222,6 @@ ONE_BOOKING = {"ok": True, "bookings": [
      "spoken_start": "Monday, November 23 at 3 pm"}]}
 
 
-@pytest.mark.asyncio
 async def test_a_caller_books_a_cleaning_tomorrow_at_3_and_hears_the_code() -> None:
     call = Call()
     text, tool = await call.says("Hi, I'd like a cleaning tomorrow at 3")
@@ -268,7 +251,6 @@ async def test_a_caller_books_a_cleaning_tomorrow_at_3_and_hears_the_code() -> N
     assert args(tool)[0] == "end_call"
 
 
-@pytest.mark.asyncio
 async def test_a_booking_is_put_together_one_question_at_a_time() -> None:
     call = Call()
     text, _ = await call.says("I'd like to make an appointment")
@@ -290,7 +272,6 @@ async def test_a_booking_is_put_together_one_question_at_a_time() -> None:
     assert args(tool)[1]["start"] == "2026-11-27T10:30"
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize("pick, start", [
     ("the first one", "2026-11-27T09:00"), ("10:15 please", "2026-11-27T10:15"),
     ("the last one", "2026-11-27T11:00"), ("how about 4 instead?", None),
@@ -313,7 +294,6 @@ async def test_a_taken_time_gets_alternatives_and_the_caller_picks_one(pick: str
                                                "customer_name": "Ann", "customer_phone": ""})
 
 
-@pytest.mark.asyncio
 async def test_a_refused_booking_offers_the_alternatives_the_tool_returned() -> None:
     call = Call()
     await call.says("my name is Ann Lee and I'd like a cleaning tomorrow at 3")
@@ -331,7 +311,6 @@ async def test_a_refused_booking_offers_the_alternatives_the_tool_returned() -> 
     assert args(tool)[1]["start"] == "2026-11-23T15:15"
 
 
-@pytest.mark.asyncio
 async def test_saying_no_at_the_read_back_asks_again_and_a_change_is_checked_again() -> None:
     call = Call()
     await call.says("It's Ann, a cleaning tomorrow at 3 please")
@@ -346,7 +325,6 @@ async def test_saying_no_at_the_read_back_asks_again_and_a_change_is_checked_aga
     assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "14:30"})
 
 
-@pytest.mark.asyncio
 async def test_the_caller_s_number_is_confirmed_not_asked_and_can_be_changed() -> None:
     call = Call()
     await call.says("I'd like a cleaning tomorrow at 3, my name is Ann")
@@ -360,7 +338,6 @@ async def test_the_caller_s_number_is_confirmed_not_asked_and_can_be_changed() -
     assert args(tool)[1]["customer_phone"] == "5551234567"
 
 
-@pytest.mark.asyncio
 async def test_a_question_in_the_middle_of_a_booking_is_answered_and_the_question_asked_again() -> None:
     call = Call()
     await call.says("a cleaning tomorrow at 3")
@@ -375,7 +352,6 @@ async def test_a_question_in_the_middle_of_a_booking_is_answered_and_the_questio
     assert (text, tool) == ("No problem, I won't book anything. Is there anything else I can help with?", None)
 
 
-@pytest.mark.asyncio
 async def test_a_closed_day_is_explained_with_the_tool_s_alternatives() -> None:
     call = Call()
     await call.says("Can I get a cleaning on Wednesday in the afternoon?")
@@ -387,7 +363,6 @@ async def test_a_closed_day_is_explained_with_the_tool_s_alternatives() -> None:
     assert text == "May I have your name, please?"
 
 
-@pytest.mark.asyncio
 async def test_cancelling_finds_the_booking_confirms_and_cancels_it() -> None:
     call = Call()
     text, tool = await call.says("I need to cancel my appointment")
@@ -401,7 +376,6 @@ async def test_cancelling_finds_the_booking_confirms_and_cancels_it() -> None:
                     "Is there anything else I can help with?")
 
 
-@pytest.mark.asyncio
 async def test_a_caller_who_changes_their_mind_keeps_the_appointment() -> None:
     call = Call()
     await call.says("I can't make it, please cancel")
@@ -411,7 +385,6 @@ async def test_a_caller_who_changes_their_mind_keeps_the_appointment() -> None:
                             "Is there anything else I can help with?", None)
 
 
-@pytest.mark.asyncio
 async def test_with_several_bookings_the_caller_says_which_one() -> None:
     call = Call()
     await call.says("cancel my booking")
@@ -427,7 +400,6 @@ async def test_with_several_bookings_the_caller_says_which_one() -> None:
     assert args(tool) == ("cancel_appointment", {"code": "XYZ789"})
 
 
-@pytest.mark.asyncio
 async def test_no_booking_found_is_said_plainly() -> None:
     call = Call()
     await call.says("I want to cancel my appointment")
@@ -436,7 +408,6 @@ async def test_no_booking_found_is_said_plainly() -> None:
     assert tool is None
 
 
-@pytest.mark.asyncio
 async def test_moving_an_appointment_checks_the_new_time_and_reschedules_after_a_yes() -> None:
     call = Call()
     text, tool = await call.says("Can I move my appointment to Friday at 10?")
@@ -454,7 +425,6 @@ async def test_moving_an_appointment_checks_the_new_time_and_reschedules_after_a
                     "is A B C 1 2 3. Is there anything else I can help with?")
 
 
-@pytest.mark.asyncio
 async def test_a_reschedule_without_a_day_asks_for_one() -> None:
     call = Call()
     await call.says("I need to reschedule")
@@ -464,7 +434,6 @@ async def test_a_reschedule_without_a_day_asks_for_one() -> None:
     assert args(tool) == ("check_availability", {"service": "Cleaning", "date": "2026-11-27", "time": "14:30"})
 
 
-@pytest.mark.asyncio
 async def test_without_the_booking_tools_the_brain_offers_a_message_instead() -> None:
     call = Call(tools=[t for t in ALL_TOOLS if t.name not in BOOKING_TOOLS])
     text, tool = await call.says("I'd like a cleaning tomorrow at 3")
@@ -474,7 +443,6 @@ async def test_without_the_booking_tools_the_brain_offers_a_message_instead() ->
     assert args(tool)[0] == "take_message"
 
 
-@pytest.mark.asyncio
 async def test_the_call_so_far_is_read_from_the_history_so_a_new_brain_carries_on() -> None:
     call = Call()
     await call.says("I'd like a cleaning tomorrow at 3")
@@ -485,7 +453,6 @@ async def test_the_call_so_far_is_read_from_the_history_so_a_new_brain_carries_o
     assert args(tool)[0] == "book_appointment"
 
 
-@pytest.mark.asyncio
 async def test_a_check_cut_off_by_a_barge_in_is_made_again() -> None:
     call = Call()
     _, first = await call.says("a cleaning tomorrow at 3")
@@ -494,7 +461,6 @@ async def test_a_check_cut_off_by_a_barge_in_is_made_again() -> None:
     assert args(tool) == args(first) and text == "Let me check."
 
 
-@pytest.mark.asyncio
 async def test_the_new_day_of_a_move_is_the_one_after_to() -> None:
     call = Call()
     await call.says("I have an appointment on Monday, can I push it to Tuesday morning?")
@@ -503,7 +469,6 @@ async def test_the_new_day_of_a_move_is_the_one_after_to() -> None:
                           {"service": "Cleaning", "date": "2026-11-24", "part_of_day": "morning"})
 
 
-@pytest.mark.asyncio
 async def test_a_corrected_name_is_read_back_again() -> None:
     call = Call()
     await call.says("a cleaning tomorrow at 3")
@@ -516,7 +481,7 @@ async def test_a_corrected_name_is_read_back_again() -> None:
 
 # --- holidays: the example profile closes on 25 December 2026 and shortens the 24th ---------------
 
-EXAMPLE = load_profile(ROOT / "business.example.toml")
+EXAMPLE = example_profile()
 NEW_YORK = ZoneInfo("America/New_York")
 
 
@@ -525,7 +490,6 @@ def brain_on(day: datetime) -> OfflineBrain:
     return OfflineBrain(EXAMPLE, clock=lambda: day.replace(hour=9, tzinfo=NEW_YORK))
 
 
-@pytest.mark.asyncio
 async def test_the_hours_answer_mentions_the_holidays_of_the_next_two_weeks() -> None:
     _, text, _ = await turn(brain_on(datetime(2026, 12, 20)), user("What are your opening hours?"))
     assert text.startswith(EXAMPLE.hours_sentence())
@@ -533,7 +497,6 @@ async def test_the_hours_answer_mentions_the_holidays_of_the_next_two_weeks() ->
                          "Friday, December 25: closed; Friday, January 1: closed.")
 
 
-@pytest.mark.asyncio
 async def test_the_hours_answer_far_from_any_holiday_is_just_the_week() -> None:
     _, text, _ = await turn(brain_on(datetime(2026, 11, 30)), user("What are your opening hours?"))
     assert text == EXAMPLE.hours_sentence()
@@ -541,7 +504,6 @@ async def test_the_hours_answer_far_from_any_holiday_is_just_the_week() -> None:
 
 @pytest.mark.parametrize("question", ["Are you open on Christmas?", "Are you open on December 25?",
                                       "are you open on the 25th?", "What time do you open on Christmas Day?"])
-@pytest.mark.asyncio
 async def test_the_offline_brain_says_it_is_closed_on_christmas_day(question: str) -> None:
     _, text, calls = await turn(brain_on(datetime(2026, 12, 20)), user(question))
     assert text == "We're closed on Friday, December 25."
@@ -550,13 +512,11 @@ async def test_the_offline_brain_says_it_is_closed_on_christmas_day(question: st
 
 @pytest.mark.parametrize("question", ["Are you open on the 24th?", "What time do you close on Christmas Eve?",
                                       "Are you open on December 24?"])
-@pytest.mark.asyncio
 async def test_christmas_eve_is_answered_with_its_special_hours(question: str) -> None:
     _, text, _ = await turn(brain_on(datetime(2026, 12, 20)), user(question))
     assert text == "We're open 9 am to 12 pm on Thursday, December 24 (special hours)."
 
 
-@pytest.mark.asyncio
 async def test_a_day_question_is_answered_for_that_date_today_and_tomorrow_included() -> None:
     _, text, _ = await turn(brain_on(datetime(2026, 12, 24)), user("Are you open tomorrow?"))
     assert text == "We're closed tomorrow, Friday, December 25."

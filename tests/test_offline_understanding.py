@@ -7,15 +7,12 @@ from datetime import date
 import pytest
 
 from services.receptionist.offline import understanding as nlu
-from services.receptionist.profile import parse_profile
+from tests.factories import dental_profile
 
 TODAY = date(2026, 11, 23)  # a Monday
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental",
-    "hours": {"mon": "09:00-17:00"},
-    "services": [{"name": "Cleaning", "duration_min": 45}, {"name": "Whitening", "duration_min": 60},
-                 {"name": "Consultation", "duration_min": 30}, {"name": "Deep Cleaning", "duration_min": 90}],
-})
+PROFILE = dental_profile(services=[  # names that overlap, for picking the one the caller meant
+    {"name": "Cleaning", "duration_min": 45}, {"name": "Whitening", "duration_min": 60},
+    {"name": "Consultation", "duration_min": 30}, {"name": "Deep Cleaning", "duration_min": 90}])
 
 
 @pytest.mark.parametrize("said, expected", [

@@ -14,16 +14,15 @@ import time
 
 import openai
 import pytest
-import pytest_asyncio
 
 from services.llm import openai_brain
 from services.llm.base import BrainError, Message, TextDelta, ToolCall
 from services.llm.openai_brain import OpenAIBrain, chat_messages, chat_tools, responses_input, responses_tools
 from services.providers import build_brain, openai_brain_arguments
 from services.receptionist.persona import system_prompt
-from services.receptionist.profile import parse_profile
 from services.receptionist.tools import tool_specs
 from services.settings import Settings
+from tests.factories import PROVIDER_KEY, dental_profile, plain_settings
 from tests.fakes.openai_server import (
     ChatReply,
     FakeOpenAI,
@@ -33,21 +32,9 @@ from tests.fakes.openai_server import (
     tools_refused_message,
 )
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental", "timezone": "America/New_York", "address": "12 Main Street",
-    "hours": {"mon": "09:00-17:00", "fri": "09:00-15:00"},
-    "services": [{"name": "Cleaning", "duration_min": 45, "price": "$120", "description": "Routine cleaning."},
-                 {"name": "Whitening", "duration_min": 60, "price": "$300"}],
-    "faq": {"parking": "Free parking behind the building."},
-})
+PROFILE = dental_profile()
 TOOL_SPECS = list(tool_specs(PROFILE).values())
 HELLO = [Message("user", "Hi, can I leave a message?")]
-
-
-@pytest_asyncio.fixture
-async def openai_fake():
-    async with FakeOpenAI(api_key="test-key") as fake:
-        yield fake
 
 
 @pytest.fixture(params=["responses", "chat"])
@@ -56,10 +43,10 @@ def api(request) -> str:
 
 
 def settings_for(fake: FakeOpenAI, **overrides) -> Settings:
-    values = dict(openai_api_key="test-key", openai_base_url=fake.base_url,
+    values = dict(openai_api_key=PROVIDER_KEY, openai_base_url=fake.base_url,
                   llm_first_token_timeout_s=2.0, llm_timeout_s=5.0)
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return plain_settings(**values)
 
 
 def brain_for(fake: FakeOpenAI, **overrides) -> OpenAIBrain:

@@ -6,25 +6,18 @@ import asyncio
 
 import openai
 import pytest
-import pytest_asyncio
 
-from services.settings import Settings
 from services.tts.openai_tts import OpenAISynthesizer
+from tests.factories import PROVIDER_KEY, plain_settings
 from tests.fakes.openai_server import FakeOpenAI
 
 TEXT = "Thanks for calling Bright Smile Dental. How can I help you today?"
 
 
-@pytest_asyncio.fixture
-async def openai_fake():
-    async with FakeOpenAI(api_key="test-key") as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
+@pytest.fixture
 async def synthesizer(openai_fake):
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="test-key",
-                                     openai_base_url=openai_fake.base_url), max_retries=0)
+    tts = OpenAISynthesizer(plain_settings(openai_api_key=PROVIDER_KEY, openai_base_url=openai_fake.base_url),
+                            max_retries=0)
     yield tts
     await tts.close()
 
@@ -36,12 +29,11 @@ async def collect(tts: OpenAISynthesizer, text: str = TEXT) -> list[bytes]:
 
 
 def test_it_describes_its_audio_and_its_cache_key():
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="k", openai_tts_model="tts-1",
-                                     openai_tts_voice="coral"))
+    tts = OpenAISynthesizer(plain_settings(openai_api_key="k", openai_tts_model="tts-1",
+                                           openai_tts_voice="coral"))
     assert (tts.sample_rate, tts.encoding, tts.cache_key) == (24000, "pcm16", "openai:tts-1:coral")
 
 
-@pytest.mark.asyncio
 async def test_the_request_asks_for_raw_pcm_with_the_model_and_voice_settings(openai_fake, synthesizer):
     await collect(synthesizer)
     request = openai_fake.speech_requests[0]
@@ -52,16 +44,14 @@ async def test_the_request_asks_for_raw_pcm_with_the_model_and_voice_settings(op
     assert "receptionist" in request["instructions"]
 
 
-@pytest.mark.asyncio
 async def test_tts_1_gets_no_style_instructions(openai_fake):
-    tts = OpenAISynthesizer(Settings(_env_file=None, openai_api_key="test-key", openai_tts_model="tts-1",
-                                     openai_base_url=openai_fake.base_url))
+    tts = OpenAISynthesizer(plain_settings(openai_api_key=PROVIDER_KEY, openai_tts_model="tts-1",
+                                           openai_base_url=openai_fake.base_url))
     await collect(tts)
     await tts.close()
     assert "instructions" not in openai_fake.speech_requests[0]
 
 
-@pytest.mark.asyncio
 async def test_odd_sized_chunks_are_passed_through_intact_and_in_order(openai_fake, synthesizer):
     chunks = await collect(synthesizer)
     audio = b"".join(chunks)
@@ -70,7 +60,6 @@ async def test_odd_sized_chunks_are_passed_through_intact_and_in_order(openai_fa
     assert [len(c) for c in chunks[:5]] == [4801, 1, 2399, 7, 9601]
 
 
-@pytest.mark.asyncio
 async def test_audio_is_handed_on_before_the_rest_has_arrived(openai_fake, synthesizer):
     openai_fake.speech_hold_after = 1       # the server sends one odd chunk, then waits
     stream = synthesizer.synthesize(TEXT)
@@ -81,7 +70,6 @@ async def test_audio_is_handed_on_before_the_rest_has_arrived(openai_fake, synth
     assert first + b"".join(rest) == FakeOpenAI.speech_audio(TEXT)
 
 
-@pytest.mark.asyncio
 async def test_closing_the_synthesis_early_stops_the_http_stream(openai_fake, synthesizer):
     openai_fake.speech_hold_after = 2
     stream = synthesizer.synthesize(TEXT)
@@ -94,7 +82,6 @@ async def test_closing_the_synthesis_early_stops_the_http_stream(openai_fake, sy
     assert not record.finished.is_set()
 
 
-@pytest.mark.asyncio
 async def test_cancelling_a_synthesis_task_stops_the_http_stream(openai_fake, synthesizer):
     openai_fake.speech_hold_after = 1
     task = asyncio.create_task(collect(synthesizer))
@@ -105,7 +92,6 @@ async def test_cancelling_a_synthesis_task_stops_the_http_stream(openai_fake, sy
     await asyncio.wait_for(openai_fake.speech_streams[0].closed_early.wait(), 5)
 
 
-@pytest.mark.asyncio
 async def test_the_next_sentence_can_start_while_the_current_one_still_streams(openai_fake, synthesizer):
     openai_fake.speech_hold_after = 1
     first, second = synthesizer.synthesize("First sentence."), synthesizer.synthesize("Second one.")
@@ -116,7 +102,6 @@ async def test_the_next_sentence_can_start_while_the_current_one_still_streams(o
     await second.aclose()
 
 
-@pytest.mark.asyncio
 async def test_a_server_error_surfaces_as_the_sdk_error(openai_fake, synthesizer):
     openai_fake.speech_errors.append((500, "The server had an error"))
     with pytest.raises(openai.InternalServerError):

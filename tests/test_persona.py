@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from services.receptionist.persona import keyterms, system_prompt
-from services.receptionist.profile import load_profile, parse_profile
+from services.receptionist.profile import parse_profile
+from tests.factories import dental_profile, example_profile
 
-PROFILE = parse_profile({
-    "name": "Bright Smile Dental", "timezone": "America/New_York", "address": "12 Main Street",
-    "hours": {"mon": "09:00-17:00", "fri": "09:00-15:00"},
-    "services": [{"name": "Cleaning", "duration_min": 45, "price": "$120", "description": "Routine cleaning."},
-                 {"name": "Whitening", "duration_min": 60, "price": "$300"}],
-    "faq": {"parking": "Free parking behind the building."},
-})
-EXAMPLE_PROFILE = Path(__file__).resolve().parent.parent / "business.example.toml"
+PROFILE = dental_profile()
 
 
 # --- the system prompt -----------------------------------------------------------------------------------
@@ -32,7 +25,7 @@ def test_the_system_prompt_knows_the_business_and_speaks_like_a_receptionist():
 
 
 def test_the_system_prompt_names_the_holidays_and_special_hours_of_the_next_two_weeks():
-    profile = load_profile(EXAMPLE_PROFILE)
+    profile = example_profile()
     lines = system_prompt(profile, now=datetime(2026, 12, 20, 10, 0, tzinfo=profile.tz)).splitlines()
 
     hours = next(i for i, line in enumerate(lines) if line.startswith("Opening hours:"))
@@ -45,7 +38,7 @@ def test_the_system_prompt_names_the_holidays_and_special_hours_of_the_next_two_
 
 
 def test_the_system_prompt_has_no_exceptions_line_when_none_are_near():
-    profile = load_profile(EXAMPLE_PROFILE)
+    profile = example_profile()
     prompt = system_prompt(profile, now=datetime(2026, 6, 1, 9, 0, tzinfo=profile.tz))
     assert "Exceptions" not in prompt
 

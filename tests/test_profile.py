@@ -18,8 +18,8 @@ from services.receptionist.profile import ProfileError, load_profile, parse_prof
 from services.receptionist.tool_args import TransferToHuman
 from services.receptionist.tool_types import CallContext
 from services.receptionist.tools import transfer_to_human
+from tests.factories import EXAMPLE_PROFILE, example_profile
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "business.example.toml"
 NEW_YORK = ZoneInfo("America/New_York")
 
 
@@ -36,7 +36,7 @@ def valid() -> dict:
 
 @pytest.fixture(scope="module")
 def example():
-    return load_profile(EXAMPLE)
+    return example_profile()
 
 
 # --- the example profile --------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_unknown_keys_are_reported_together_with_the_other_mistakes() -> None:
 def test_every_key_the_example_shows_is_read() -> None:
     """Change each value the example shows: what is parsed changes (or is refused), so no key in
     the file the owner copies is decoration."""
-    data = tomllib.loads(EXAMPLE.read_text())
+    data = tomllib.loads(EXAMPLE_PROFILE.read_text())
     original = parse_profile(data)
     for path in _leaves(data):
         changed = copy.deepcopy(data)
@@ -344,7 +344,7 @@ def test_transfer_follows_the_exceptions(example, local: datetime, open_: bool) 
     (datetime(2026, 12, 25, 10, 0), False),
 ])
 async def test_the_transfer_tool_refuses_on_a_holiday_by_the_call_s_clock(local: datetime, ok: bool) -> None:
-    data = tomllib.loads(EXAMPLE.read_text())
+    data = tomllib.loads(EXAMPLE_PROFILE.read_text())
     profile = parse_profile({**data, "owner_phone": "+15551230000"})
     at = local.replace(tzinfo=NEW_YORK)
     ctx = CallContext(call_sid="CA1", caller_phone="+15559876543", profile=profile, can_transfer=True,
@@ -361,7 +361,7 @@ async def test_the_transfer_tool_refuses_on_a_holiday_by_the_call_s_clock(local:
 
 def test_check_profile_prints_what_it_understood_and_exits_0(capsys, monkeypatch) -> None:
     monkeypatch.setenv("PORT", "not-a-port")  # a bad server setting does not matter to the check
-    assert cli_main(["check-profile", str(EXAMPLE)]) == 0
+    assert cli_main(["check-profile", str(EXAMPLE_PROFILE)]) == 0
     out = capsys.readouterr().out
     assert out == ("ok: Bright Smile Dental (America/New_York), 3 services, hours mon tue wed thu fri, "
                    "exceptions 2026-12-24 09:00-12:00, 2026-12-25 closed, 2027-01-01 closed\n")

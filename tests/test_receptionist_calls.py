@@ -11,45 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, timedelta
 
-from services.receptionist.spoken import spoken_datetime
 from services.receptionist.lines import TRANSFER_FAILED_LINE
-from services.receptionist.profile import load_profile
+from services.receptionist.spoken import spoken_datetime
 from services.simulator.caller import CallerLine
 from services.storage import BookingRecord, MessageRecord, Storage
 from services.telephony.rest import TwilioTelephony
-from tests.conftest import ROOT, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import (
+    CALLER,
+    OWNER_PHONE,
+    OWNER_SMS,
+    SMS_FROM,
+    example_profile,
+    local,
+    open_weekday,
+    profile_with_an_owner,
+    said,
+)
 from tests.fakes.openai_server import ChatReply, FakeOpenAI
 from tests.fakes.twilio_rest import FakeTwilioRest
 
-PROFILE = load_profile(ROOT / "business.example.toml")
-NEW_YORK = ZoneInfo("America/New_York")
-CALLER = "+15550107777"
-OWNER_PHONE = "+15550001111"
-OWNER_SMS = "+15550002222"
-SMS_FROM = "+15550009999"
+PROFILE = example_profile()
 SPEED = 4.0
 BRISK = 45.0   # mock TTS characters per second: replies play quickly, calls stay short
-
-
-def open_weekday(after: date | None = None, days_ahead: int = 3) -> date:
-    """An ordinary open weekday at least `days_ahead` after `after` (default: today in New York)."""
-    day = (after or datetime.now(NEW_YORK).date()) + timedelta(days=days_ahead)
-    while day.weekday() >= 5 or day in PROFILE.exceptions or PROFILE.open_span(day) is None:
-        day += timedelta(days=1)
-    return day
-
-
-def said(day: date) -> str:
-    """How a caller names the day: "November 30"."""
-    return f"{day:%B} {day.day}"
-
-
-def local(day: date, hour: int, minute: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=NEW_YORK)
 
 
 def spelled(code: str) -> str:
@@ -159,22 +145,6 @@ async def test_someone_else_s_appointment_is_not_found_from_another_number():
 
 
 # --- a transfer that fails ---------------------------------------------------------------------------
-
-def profile_with_an_owner(folder: Path) -> Path:
-    """The example business with an owner to call and to text, reachable all week (its holidays
-    left out: transfers follow them, and these tests run on any day of the year)."""
-    text = ((ROOT / "business.example.toml").read_text()
-            .replace('owner_phone = ""', f'owner_phone = "{OWNER_PHONE}"')
-            .replace('owner_sms = ""', f'owner_sms = "{OWNER_SMS}"'))
-    all_week = "\n".join(f'{d} = "00:00-23:59"' for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
-    head, rest = text.split("[transfer_hours]")
-    text = head + "[transfer_hours]\n" + all_week + "\n\n[booking]" + rest.split("[booking]", 1)[1]
-    path = folder / "owner-all-week.toml"
-    path.write_text(text)
-    profile = load_profile(path)
-    assert profile.transfer_hours["sun"].closes.hour == 23 and not profile.exceptions
-    return path
-
 
 async def message_once_texted(storage: Storage, timeout_s: float = 5.0) -> MessageRecord:
     """The one stored message, once its SMS status is known (it is sent in the background)."""

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.settings import ConfigError, Settings
+from tests.factories import plain_settings
 
 
 @pytest.fixture(autouse=True)
@@ -16,10 +17,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def settings(**overrides) -> Settings:
-    return Settings(_env_file=None, **overrides)
-
-
 def providers(s: Settings) -> tuple[str, str, str]:
     return s.provider("asr"), s.provider("llm"), s.provider("tts")
 
@@ -27,7 +24,7 @@ def providers(s: Settings) -> tuple[str, str, str]:
 # --- provider choice ---------------------------------------------------------------------------
 
 def test_with_no_keys_every_provider_is_a_mock() -> None:
-    s = settings()
+    s = plain_settings()
     assert providers(s) == ("mock", "mock", "mock")
     assert s.all_mock is True
     s.check()  # a fresh checkout starts
@@ -35,7 +32,7 @@ def test_with_no_keys_every_provider_is_a_mock() -> None:
 
 def test_an_openai_key_selects_openai_for_the_brain_and_the_voice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    s = settings()
+    s = plain_settings()
     assert providers(s) == ("mock", "openai", "openai")
     assert s.all_mock is False
     s.check()
@@ -43,30 +40,30 @@ def test_an_openai_key_selects_openai_for_the_brain_and_the_voice(monkeypatch: p
 
 def test_a_deepgram_key_selects_deepgram_for_listening(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-test")
-    assert providers(settings()) == ("deepgram", "mock", "deepgram")
+    assert providers(plain_settings()) == ("deepgram", "mock", "deepgram")
 
 
 def test_with_both_keys_aura_speaks_because_openai_speech_shuts_down(monkeypatch: pytest.MonkeyPatch) -> None:
     # OpenAI's Speech API models shut down on 2027-01-06: the automatic voice is Deepgram Aura.
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-test")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert providers(settings()) == ("deepgram", "openai", "deepgram")
+    assert providers(plain_settings()) == ("deepgram", "openai", "deepgram")
 
 
 def test_an_openai_key_alone_still_gets_a_real_voice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert providers(settings()) == ("mock", "openai", "openai")
+    assert providers(plain_settings()) == ("mock", "openai", "openai")
 
 
 def test_public_url_defaults_to_the_port_the_server_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "9123")
-    s = settings()
+    s = plain_settings()
     assert s.public_url == "http://localhost:9123"
     assert s.voice_webhook_url == "http://localhost:9123/api/twilio/voice"
 
 
 def test_no_default_model_is_one_announced_to_shut_down_within_90_days() -> None:
-    s = settings()
+    s = plain_settings()
     # gpt-4o-mini-transcribe shuts down 2027-02-26; the Speech API models 2027-01-06 (not automatic
     # when a Deepgram key is set: see above).
     assert s.openai_transcribe_model == "gpt-transcribe"
@@ -78,7 +75,7 @@ def test_use_mock_streaming_forces_mocks_whatever_keys_are_set(monkeypatch: pyte
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ASR_PROVIDER", "deepgram")
     monkeypatch.setenv("USE_MOCK_STREAMING", "true")
-    s = settings()
+    s = plain_settings()
     assert providers(s) == ("mock", "mock", "mock")
     assert s.all_mock is True
 
@@ -88,7 +85,7 @@ def test_an_explicit_provider_wins_over_the_automatic_choice(monkeypatch: pytest
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-test")
     monkeypatch.setenv("TTS_PROVIDER", "deepgram")
     monkeypatch.setenv("LLM_PROVIDER", "mock")
-    assert providers(settings()) == ("deepgram", "mock", "deepgram")
+    assert providers(plain_settings()) == ("deepgram", "mock", "deepgram")
 
 
 # --- refusing a broken configuration -----------------------------------------------------------
@@ -96,24 +93,24 @@ def test_an_explicit_provider_wins_over_the_automatic_choice(monkeypatch: pytest
 def test_deepgram_asr_without_its_key_is_refused_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASR_PROVIDER", "deepgram")
     with pytest.raises(ConfigError, match="DEEPGRAM_API_KEY"):
-        settings().check()
+        plain_settings().check()
 
 
 def test_openai_tts_without_its_key_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        settings(tts_provider="openai").check()
+        plain_settings(tts_provider="openai").check()
 
 
 def test_an_unknown_provider_name_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASR_PROVIDER", "whisper")
     with pytest.raises(ValidationError, match="asr_provider"):
-        settings()
+        plain_settings()
 
 
 def test_a_provider_that_cannot_do_the_job_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with pytest.raises(ConfigError, match="ASR_PROVIDER=openai"):
-        settings(asr_provider="openai").check()
+        plain_settings(asr_provider="openai").check()
 
 
 # --- Twilio signatures ---------------------------------------------------------------------------
@@ -121,13 +118,13 @@ def test_a_provider_that_cannot_do_the_job_is_refused(monkeypatch: pytest.Monkey
 def test_switching_signatures_off_with_a_token_set_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
     monkeypatch.setenv("TWILIO_VALIDATE_SIGNATURES", "false")
-    s = settings()
+    s = plain_settings()
     assert s.signatures_enforced is False
     assert any("TWILIO_VALIDATE_SIGNATURES=false" in w for w in s.check())
 
 
 def test_a_token_with_validation_on_gives_no_signature_warning() -> None:
-    warnings = settings(twilio_auth_token="tok").check()
+    warnings = plain_settings(twilio_auth_token="tok").check()
     assert not any("signature" in w.lower() for w in warnings)
 
 
@@ -139,12 +136,12 @@ def test_a_token_with_validation_on_gives_no_signature_warning() -> None:
 ])
 def test_signatures_are_enforced_only_with_a_token_and_validation_on(
         token: str, validate: bool, enforced: bool) -> None:
-    s = settings(twilio_auth_token=token, twilio_validate_signatures=validate)
+    s = plain_settings(twilio_auth_token=token, twilio_validate_signatures=validate)
     assert s.signatures_enforced is enforced
 
 
 def test_without_an_auth_token_check_warns_that_signatures_are_not_checked() -> None:
-    assert any("TWILIO_AUTH_TOKEN" in w for w in settings().check())
+    assert any("TWILIO_AUTH_TOKEN" in w for w in plain_settings().check())
 
 
 # --- URLs ---------------------------------------------------------------------------------------
@@ -158,14 +155,14 @@ def test_without_an_auth_token_check_warns_that_signatures_are_not_checked() -> 
 def test_media_stream_url_is_wss_on_the_public_host_without_a_query(
         monkeypatch: pytest.MonkeyPatch, public_url: str) -> None:
     monkeypatch.setenv("PUBLIC_URL", public_url)
-    s = settings()
+    s = plain_settings()
     assert s.media_stream_url == "wss://abc.ngrok.app/media-stream"
     assert s.voice_webhook_url.endswith("abc.ngrok.app/api/twilio/voice")
     assert "//api" not in s.voice_webhook_url
 
 
 def test_a_port_in_the_public_url_is_kept_for_the_stream() -> None:
-    assert settings(public_url="https://zylin.example.com:8443/").media_stream_url == \
+    assert plain_settings(public_url="https://zylin.example.com:8443/").media_stream_url == \
         "wss://zylin.example.com:8443/media-stream"
 
 
@@ -173,16 +170,16 @@ def test_a_port_in_the_public_url_is_kept_for_the_stream() -> None:
 
 def test_mock_asr_script_accepts_a_json_list_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOCK_ASR_SCRIPT", '["I need a cleaning, please.", "Thursday | morning"]')
-    assert settings().mock_script_lines == ["I need a cleaning, please.", "Thursday | morning"]
+    assert plain_settings().mock_script_lines == ["I need a cleaning, please.", "Thursday | morning"]
 
 
 def test_mock_asr_script_accepts_pipe_separated_lines_from_the_environment(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOCK_ASR_SCRIPT", "hello, is this the dentist? | bye|  ")
-    assert settings().mock_script_lines == ["hello, is this the dentist?", "bye"]
+    assert plain_settings().mock_script_lines == ["hello, is this the dentist?", "bye"]
 
 
 def test_mock_asr_script_that_is_not_a_list_of_strings_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOCK_ASR_SCRIPT", '["hello", 3]')
     with pytest.raises(ValidationError, match="MOCK_ASR_SCRIPT"):
-        settings()
+        plain_settings()

@@ -14,7 +14,6 @@ import wave
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -191,7 +190,6 @@ def test_stream_twiml_is_parsed() -> None:
 
 # --- calls through the fake server ----------------------------------------------------------------
 
-@pytest.mark.asyncio
 async def test_caller_signs_webhook_and_upgrade_and_streams_like_twilio() -> None:
     fake = FakeZylin()
     result = await place_call(fake, [CallerLine("hello there, what are your hours"),
@@ -224,7 +222,6 @@ async def test_caller_signs_webhook_and_upgrade_and_streams_like_twilio() -> Non
     assert all(lat is not None and lat >= 0 for lat in result.reply_latencies_ms())
 
 
-@pytest.mark.asyncio
 async def test_unsigned_webhook_is_refused_and_no_stream_opens() -> None:
     fake = FakeZylin()
     result = await place_call(fake, [CallerLine("hello")], sign=False)
@@ -233,7 +230,6 @@ async def test_unsigned_webhook_is_refused_and_no_stream_opens() -> None:
     assert result.stream_url == "" and not result.connected and result.received == []
 
 
-@pytest.mark.asyncio
 async def test_marks_are_echoed_only_after_their_audio_has_played() -> None:
     fake = FakeZylin(greeting_s=0.5, reply_s=1.0)
     result = await place_call(fake, [CallerLine("I need an appointment please")])
@@ -249,7 +245,6 @@ async def test_marks_are_echoed_only_after_their_audio_has_played() -> None:
     assert len(result.media_payloads()) == round((fake.greeting_s + fake.reply_s) / FRAME_S)
 
 
-@pytest.mark.asyncio
 async def test_barge_in_line_starts_while_the_bot_is_still_talking() -> None:
     fake = FakeZylin(greeting_s=3.0)
     result = await place_call(fake, [CallerLine("sorry, can I book for Friday", barge_in_after_ms=400)])
@@ -262,7 +257,6 @@ async def test_barge_in_line_starts_while_the_bot_is_still_talking() -> None:
     assert result.timeouts == []
 
 
-@pytest.mark.asyncio
 async def test_clear_drops_queued_audio_and_echoes_pending_marks_at_once() -> None:
     fake = FakeZylin(greeting_s=3.0, barge_in_clears=True)
     result = await place_call(fake, [CallerLine("wait, I have a question", barge_in_after_ms=300)])
@@ -278,7 +272,6 @@ async def test_clear_drops_queued_audio_and_echoes_pending_marks_at_once() -> No
     assert 0 < greeting_heard < 0.5 * fake.greeting_s / FRAME_S
 
 
-@pytest.mark.asyncio
 async def test_heard_wav_is_a_timeline_of_the_whole_call(tmp_path) -> None:
     fake = FakeZylin(greeting_s=0.5, reply_s=1.0)
     result = await place_call(fake, [CallerLine("what time do you open", pause_before_ms=200)])
@@ -297,7 +290,6 @@ async def test_heard_wav_is_a_timeline_of_the_whole_call(tmp_path) -> None:
         assert wav.getnframes() == len(result.heard_ulaw)
 
 
-@pytest.mark.asyncio
 async def test_dtmf_key_press_is_sent_as_a_dtmf_event() -> None:
     fake = FakeZylin()
     result = await place_call(fake, [CallerLine(dtmf="0", pause_before_ms=100)])
@@ -311,7 +303,6 @@ async def test_dtmf_key_press_is_sent_as_a_dtmf_event() -> None:
     assert json.loads(start.custom_parameters["mockScript"]) == []
 
 
-@pytest.mark.asyncio
 async def test_server_ending_the_call_is_recorded() -> None:
     fake = FakeZylin(close_after_replies=1)
     result = await place_call(fake, [CallerLine("that's all, goodbye"), CallerLine("never said")],
@@ -321,7 +312,6 @@ async def test_server_ending_the_call_is_recorded() -> None:
     assert not fake.got_stop.is_set()
 
 
-@pytest.mark.asyncio
 async def test_stream_refused_by_server_records_close_code() -> None:
     fake = FakeZylin(close_on_start=1008)
     result = await place_call(fake, [CallerLine("hello")])
@@ -329,7 +319,6 @@ async def test_stream_refused_by_server_records_close_code() -> None:
     assert result.lines == [] and result.timeouts == []
 
 
-@pytest.mark.asyncio
 async def test_bad_upgrade_signature_is_closed_1008() -> None:
     fake = FakeZylin()
     async with serve_app(fake.app()) as base_url:
@@ -342,7 +331,6 @@ async def test_bad_upgrade_signature_is_closed_1008() -> None:
     assert result.closed_by_server and result.close_code == 1008
 
 
-@pytest.mark.asyncio
 async def test_a_bot_that_never_answers_is_a_recorded_timeout_and_the_call_still_ends() -> None:
     fake = FakeZylin(replies_to_speech=False)
     result = await place_call(fake, [CallerLine("hello?"), CallerLine("anyone there?")],

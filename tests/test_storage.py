@@ -17,7 +17,7 @@ from services.storage import CallFilter, Database, MessageFilter, Storage, Stora
 from services.storage.calls import TurnRow
 from services.storage.models import Base, Call
 from services.storage.vocabulary import EndReason
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

@@ -500,7 +500,7 @@ async def test_a_call_recorded_while_the_sqlite_file_is_locked_survives_a_restar
 
 def test_the_journal_folder_is_beside_the_sqlite_file_or_data_or_as_set(tmp_path, monkeypatch):
     from services.storage.service import journal_folder
-    from tests.conftest import make_settings
+    from tests.factories import make_settings
 
     monkeypatch.chdir(tmp_path)
     assert journal_folder(f"sqlite+aiosqlite:///{tmp_path}/db/zylin.db") == tmp_path / "db" / "journal"

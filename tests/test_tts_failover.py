@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,19 +18,18 @@ from main import create_app
 from services.audio.codec import OutboundEncoder, rms, ulaw_to_pcm
 from services.orchestrator.greeting import render
 from services.orchestrator.latency import TurnLatency
-from services.orchestrator.record import MemoryRecorder
 from services.orchestrator.speaker import Speaker, SpeechFallback
 from services.providers import build_fallback_synthesizer, build_synthesizer, fallback_tts_provider
 from services.receptionist.lines import APOLOGY_LINE
 from services.runtime import Runtime
-from services.settings import ConfigError, Settings
+from services.settings import ConfigError
 from services.simulator.caller import CallerLine, CallResult
-from services.simulator.server import serve_app
 from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.deepgram_aura import AuraSynthesizer
 from services.tts.mock import MockSynthesizer
 from services.tts.openai_tts import OpenAISynthesizer
-from tests.conftest import Running, make_settings
+from tests.conftest import Running, running_zylin
+from tests.factories import make_settings, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -51,19 +49,13 @@ async def zylin(deepgram: FakeDeepgram, openai: FakeOpenAI,
                 **overrides) -> AsyncIterator[tuple[Running, Runtime]]:
     """A real server whose voices are the fakes; both keys set, so the automatic choice is Aura
     with OpenAI as the fallback."""
-    scratch = tempfile.mkdtemp(prefix="zylin-tts-")
-    values = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
-                  deepgram_api_key=KEY, openai_api_key=KEY, deepgram_base_url=deepgram.url,
-                  openai_base_url=openai.base_url, database_url=f"sqlite+aiosqlite:///{scratch}/zylin.db")
+    values: dict[str, Any] = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
+                                  deepgram_api_key=KEY, openai_api_key=KEY, deepgram_base_url=deepgram.url,
+                                  openai_base_url=openai.base_url)
     values.update(overrides)
-    try:
-        settings = make_settings(**values)
-        app = create_app(settings, recorder=MemoryRecorder())
-        async with serve_app(app) as base_url:
-            runtime = app.state.runtime
-            yield Running(base_url, settings, runtime.recorder), runtime
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    async with running_zylin(**values) as running:
+        assert running.runtime is not None
+        yield running, running.runtime
 
 
 async def call(running: Running, *lines: str, **caller) -> tuple[CallResult, dict]:
@@ -306,7 +298,7 @@ async def test_a_voice_that_breaks_off_mid_sentence_is_not_repeated_and_the_next
 async def test_rendering_a_line_gives_up_on_a_stalled_voice_within_the_bound():
     async with FakeDeepgram(api_key=KEY) as deepgram:
         deepgram.speak_hold_after = 0
-        aura = AuraSynthesizer(Settings(_env_file=None, deepgram_api_key=KEY, deepgram_base_url=deepgram.url))
+        aura = AuraSynthesizer(plain_settings(deepgram_api_key=KEY, deepgram_base_url=deepgram.url))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(render(aura, APOLOGY_LINE, first_byte_timeout_s=0.3), 5)
         await asyncio.wait_for(deepgram.speak_streams[0].closed_early.wait(), 5)
@@ -341,8 +333,8 @@ def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_t
     """`python main.py` builds the app, so the voices' HTTP clients (AsyncDeepgramClient over an
     httpx.AsyncClient, AsyncOpenAI), before uvicorn starts its loop."""
     with fakes_in_a_thread() as (deepgram, openai):
-        settings = Settings(_env_file=None, deepgram_api_key=KEY, openai_api_key=KEY,
-                            deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
+        settings = plain_settings(deepgram_api_key=KEY, openai_api_key=KEY,
+                                  deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
         with pytest.raises(RuntimeError):
             asyncio.get_running_loop()
         main, fallback = build_synthesizer(settings), build_fallback_synthesizer(settings)
@@ -364,11 +356,11 @@ def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_t
 # --- which voice falls back ----------------------------------------------------------------------
 
 def fallback_for(**values) -> str | None:
-    return fallback_tts_provider(Settings(_env_file=None, **values))
+    return fallback_tts_provider(plain_settings(**values))
 
 
 def test_with_both_keys_aura_speaks_and_openai_is_the_automatic_fallback():
-    settings = Settings(_env_file=None, deepgram_api_key="k", openai_api_key="k")
+    settings = plain_settings(deepgram_api_key="k", openai_api_key="k")
     assert settings.provider("tts") == "deepgram" and fallback_tts_provider(settings) == "openai"
     assert fallback_for(deepgram_api_key="k", openai_api_key="k", tts_provider="openai") == "deepgram"
 
@@ -383,8 +375,8 @@ def test_with_one_key_or_none_there_is_no_automatic_fallback_and_never_the_mock(
 
 def test_the_mock_is_a_fallback_only_when_named():
     assert fallback_for(deepgram_api_key="k", tts_fallback_provider="mock") == "mock"
-    fallback = build_fallback_synthesizer(Settings(_env_file=None, deepgram_api_key="k",
-                                                   tts_fallback_provider="mock"))
+    fallback = build_fallback_synthesizer(plain_settings(deepgram_api_key="k",
+                                                         tts_fallback_provider="mock"))
     assert isinstance(fallback, MockSynthesizer)
 
 

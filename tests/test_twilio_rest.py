@@ -12,20 +12,10 @@ from pathlib import Path
 from services.simulator.caller import CallerLine
 from services.telephony.rest import TwilioTelephony, dial_twiml
 from services.telephony.webhook import StreamClaim, check_stream_token
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, running_zylin
+from tests.conftest import running_zylin
+from tests.factories import AUTH_TOKEN, CALLER, OWNER_PHONE, OWNER_SMS, PUBLIC_URL, SMS_FROM, profile_with_an_owner
 from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.test_receptionist_calls import (
-    BRISK,
-    CALLER,
-    OWNER_PHONE,
-    OWNER_SMS,
-    SMS_FROM,
-    SPEED,
-    message_once_texted,
-    profile_with_an_owner,
-    tools_run,
-    zylin_turns,
-)
+from tests.test_receptionist_calls import BRISK, SPEED, message_once_texted, tools_run, zylin_turns
 
 CALL = "CA" + "1" * 32
 

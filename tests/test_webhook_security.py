@@ -9,7 +9,6 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from services.privacy import mask_phone
-from services.settings import Settings
 from services.telephony.webhook import (
     STREAM_TOKEN_TTL_S,
     SignatureCheck,
@@ -18,6 +17,7 @@ from services.telephony.webhook import (
     connect_stream_twiml,
     stream_parameters,
 )
+from tests.factories import plain_settings
 
 AUTH_TOKEN = "12345678901234567890123456789012"
 CALL = "CA1234567890abcdef1234567890abcdef"
@@ -118,7 +118,7 @@ def test_a_check_that_is_not_enforced_accepts_anything() -> None:
 # --- TwiML ---------------------------------------------------------------------------------------
 
 def test_twiml_connects_the_call_to_our_stream_and_nothing_after() -> None:
-    settings = Settings(_env_file=None, public_url="https://abc.ngrok.app/")
+    settings = plain_settings(public_url="https://abc.ngrok.app/")
     params = {"token": "t0k&n<\"'>", "caller": "+15551234567"}
     root = ET.fromstring(connect_stream_twiml(settings.media_stream_url, params))
 

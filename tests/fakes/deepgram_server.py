@@ -28,10 +28,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from websockets.frames import Opcode
-from websockets.server import ServerProtocol
+from aiohttp import WSMsgType, web
 
-from tests.fakes import ClientGone, HttpRequest, HttpServer, ResponseWriter, StreamRecord
+from tests.fakes.server import FakeServer, RecordedRequest, StreamRecord, json_response, stream_chunks
 
 try:  # stdlib up to 3.12, the audioop-lts package from 3.13
     import audioop
@@ -49,8 +48,8 @@ NET0001 = ("Deepgram did not receive audio data or a text message within the tim
 class ListenSession:
     """One live-transcription WebSocket as the fake sees it."""
 
-    def __init__(self, fake: FakeDeepgram, request: HttpRequest, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, protocol: ServerProtocol) -> None:
+    def __init__(self, fake: FakeDeepgram, request: RecordedRequest, ws: web.WebSocketResponse,
+                 transport: asyncio.Transport | None) -> None:
         self.fake = fake
         self.request = request
         self.query = request.query
@@ -64,12 +63,10 @@ class ListenSession:
         self.close_code: int | None = None         # the code we closed with, or received
         self.finalize_transcript = ""              # what a Finalize flushes in manual mode
         self._audio_at_final = 0                   # len(audio) when the last final result went out
-        self._reader = reader
-        self._writer = writer
-        self._protocol = protocol
+        self._ws = ws
+        self._transport = transport
+        self._closing = False                      # our close handshake is under way
         self._changed = asyncio.Condition()
-        self._fragments: list[bytes] = []
-        self._fragment_op: Opcode | None = None
         self._ears = _Ears(self) if fake.script is not None else None
 
     # --- the query ------------------------------------------------------------------
@@ -105,13 +102,15 @@ class ListenSession:
 
     # --- answering ----------------------------------------------------------------------
     async def send_json(self, message: dict) -> None:
-        if self.closed.is_set():
+        if self.closed.is_set() or self._closing:
             return
         if message.get("type") == "Results" and message.get("is_final"):
             self._audio_at_final = len(self.audio)  # everything so far is transcribed
         self.sent.append(message)
-        self._protocol.send_text(json.dumps(message).encode())
-        await self._flush()
+        try:
+            await self._ws.send_str(json.dumps(message))
+        except ConnectionResetError:
+            pass  # the client is gone; the receiving side ends the session
         await self._notify()
 
     async def send_results(self, transcript: str, *, is_final: bool = True, speech_final: bool = False,
@@ -140,76 +139,55 @@ class ListenSession:
         })
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """A clean close handshake from the server side."""
-        if self.closed.is_set():
+        """A clean close handshake from the server side: our close frame, the client's, then TCP."""
+        if self.closed.is_set() or self._closing:
             return
+        self._closing = True
         self.close_code = code
-        self._protocol.send_close(code, reason)
-        await self._flush()
-        self._end()
+        try:
+            await self._ws.close(code=code, message=reason.encode())
+        finally:
+            self._end()
 
     async def drop(self, code: int | None = None) -> None:
         """Lose the connection: with a close frame carrying `code` (1011 is what Deepgram sends on
         its own errors), or with no close frame at all (code None), as a network drop would."""
         if code is not None:
             await self.close(code, "fake drop")
-            self._writer.close()
             return
         self.close_code = 1006
-        transport = self._writer.transport
-        transport.abort()
+        if self._transport is not None:
+            self._transport.abort()
         self._end()
 
     # --- the connection ----------------------------------------------------------------
     async def run(self) -> None:
+        """Receive until the connection ends; Deepgram's idle timeout closes it with 1011."""
         loop = asyncio.get_running_loop()
         last_message = loop.time()
         try:
-            while not self.closed.is_set():
+            while not self.closed.is_set() and not self._closing:
                 wait = self.fake.idle_timeout_s - (loop.time() - last_message)
                 if wait <= 0:
                     await self.close(1011, NET0001)
                     break
                 try:
-                    data = await asyncio.wait_for(self._reader.read(65536), wait)
+                    message = await self._ws.receive(timeout=wait)
                 except TimeoutError:
                     continue
-                if not data:
-                    self._protocol.receive_eof()
+                if message.type == WSMsgType.BINARY:
+                    await self._on_audio(message.data)
+                elif message.type == WSMsgType.TEXT:
+                    await self._on_text(message.data)
+                else:  # the client's close (aiohttp answered it), our own close from another task, or EOF
+                    if message.type == WSMsgType.CLOSE and self.close_code is None:
+                        self.close_code = message.data or 1005
                     break
-                self._protocol.receive_data(data)
-                for frame in self._protocol.events_received():
-                    if await self._on_frame(frame):
-                        last_message = loop.time()
-                await self._flush()
-        except (ConnectionError, ClientGone):
-            pass
+                last_message = loop.time()
+            if self._closing:  # a close() from a test: let its handshake finish before the handler returns
+                await self.closed.wait()
         finally:
-            if self.close_code is None and self._protocol.close_rcvd is not None:
-                self.close_code = self._protocol.close_rcvd.code
             self._end()
-            self._writer.close()
-
-    async def _on_frame(self, frame) -> bool:
-        """Handle one frame; True when it was a data message (which resets the idle timer)."""
-        if frame.opcode in (Opcode.PING, Opcode.PONG):
-            return False
-        if frame.opcode == Opcode.CLOSE:
-            self.close_code = self._protocol.close_rcvd.code if self._protocol.close_rcvd else 1005
-            return False
-        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-            self._fragment_op = frame.opcode
-            self._fragments = []
-        self._fragments.append(bytes(frame.data))
-        if not frame.fin:
-            return True
-        data, opcode = b"".join(self._fragments), self._fragment_op
-        self._fragments = []
-        if opcode == Opcode.BINARY:
-            await self._on_audio(data)
-        else:
-            await self._on_text(data)
-        return True
 
     async def _on_audio(self, data: bytes) -> None:
         self.messages.append(data)
@@ -218,14 +196,13 @@ class ListenSession:
         if self._ears is not None:
             await self._ears.hear(data)
 
-    async def _on_text(self, data: bytes) -> None:
+    async def _on_text(self, data: str) -> None:
         try:
             message = json.loads(data)
             kind = message["type"]
         except (ValueError, KeyError, TypeError):
             await self.send_json({"type": "Error", "variant": "SchemaError",
-                                  "description": "could not parse the client message",
-                                  "message": data.decode(errors="replace")})
+                                  "description": "could not parse the client message", "message": data})
             return
         self.messages.append(message)
         self.controls.append(kind)
@@ -238,8 +215,7 @@ class ListenSession:
             await self.close(1000)
         elif kind != "KeepAlive":
             await self.send_json({"type": "Error", "variant": "SchemaError",
-                                  "description": f"unknown message type {kind!r}",
-                                  "message": data.decode(errors="replace")})
+                                  "description": f"unknown message type {kind!r}", "message": data})
 
     @property
     def untranscribed(self) -> bool:
@@ -260,22 +236,6 @@ class ListenSession:
             duration = min(end, max(0.3 * len(text.split()), 0.02))
             await self.send_results(text, is_final=True, speech_final=False, start=end - duration,
                                     duration=duration, from_finalize=True)
-
-    async def _flush(self) -> None:
-        data = self._protocol.data_to_send()
-        if not data or self._writer.is_closing():
-            return
-        for chunk in data:
-            if chunk:
-                self._writer.write(chunk)
-            else:  # the protocol is done with the connection: close TCP from our side
-                self._writer.close()
-                self._end()
-                return
-        try:
-            await self._writer.drain()
-        except ConnectionError as exc:
-            raise ClientGone from exc
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -363,8 +323,9 @@ class _Ears:
                                         from_finalize=from_finalize)
 
 
-class FakeDeepgram(HttpServer):
-    """The fake Deepgram server; point DEEPGRAM_BASE_URL at `url`."""
+class FakeDeepgram(FakeServer):
+    """The fake Deepgram server; point DEEPGRAM_BASE_URL at `url` (the SDK derives ws:// and http://
+    from it)."""
 
     def __init__(self, *, api_key: str | None = None, script: Sequence[str] | None = None,
                  idle_timeout_s: float = 10.0, vad_threshold_rms: int = 500,
@@ -381,9 +342,9 @@ class FakeDeepgram(HttpServer):
         self.refused = 0
         self._refuse_status = 0
         self._refuse_left: int | None = None
-        self.speak_requests: list[HttpRequest] = []
+        self.speak_requests: list[RecordedRequest] = []
         self.recorded_script: deque[str] = deque()    # pre-recorded /v1/listen: one line per file
-        self.transcribe_requests: list[HttpRequest] = []
+        self.transcribe_requests: list[RecordedRequest] = []
         self.speak_streams: list[StreamRecord] = []
         self.speak_chunk_sizes: Sequence[int] = (1601, 3, 799, 2401)
         self.speak_seconds_per_char = 0.06
@@ -392,11 +353,6 @@ class FakeDeepgram(HttpServer):
         self.speak_error: tuple[int, str] | None = None
         self.release = asyncio.Event()
         self._changed = asyncio.Condition()
-
-    @property
-    def url(self) -> str:
-        """What DEEPGRAM_BASE_URL should say: the SDK derives ws:// and http:// from it."""
-        return self.http_url
 
     def refuse(self, status: int = 503, count: int | None = None) -> None:
         """Reject the next `count` upgrade attempts (all, when None) with an HTTP `status`."""
@@ -432,50 +388,40 @@ class FakeDeepgram(HttpServer):
         asyncio.ensure_future(self._notify())
 
     # --- routing ------------------------------------------------------------------------
-    async def handle(self, request: HttpRequest, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> bool:
-        out = ResponseWriter(reader, writer)
-        try:
-            if request.path == "/v1/listen" and request.headers.get("upgrade", "").lower() == "websocket":
-                await self._listen(request, reader, writer)
-                return False
-            if request.method == "POST" and request.path == "/v1/speak":
-                await self._speak(request, out)
-                return out.reusable
-            if request.method == "POST" and request.path == "/v1/listen":
-                await self._transcribe(request, out)
-                return out.reusable
-            await out.send_json(404, _error("NOT_FOUND", f"no route for {request.method} {request.path}"))
-            return True
-        finally:
-            out.finish()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", "/v1/listen", self._listen_or_transcribe), web.post("/v1/speak", self._speak),
+                web.route("*", "/{tail:.*}", self._unknown)]
 
-    async def _listen(self, request: HttpRequest, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return json_response(404, _error("NOT_FOUND", f"no route for {request.method} {request.path}"))
+
+    async def _listen_or_transcribe(self, request: web.Request) -> web.StreamResponse:
+        """/v1/listen: a WebSocket upgrade (any method, as the fake always took it) is a live stream;
+        a POST is a pre-recorded file."""
+        if request.headers.get("upgrade", "").lower() == "websocket":
+            return await self._listen(request)
+        if request.method == "POST":
+            return await self._transcribe(request)
+        return await self._unknown(request)
+
+    async def _listen(self, request: web.Request) -> web.StreamResponse:
+        recorded = await RecordedRequest.of(request)
         self.attempts += 1
         await self._notify()
-        problem = self._check_listen(request)
-        if problem is not None:
-            status, body = problem
+        problem = self._check_listen(recorded)
+        if problem is not None:  # refused at the upgrade, with an HTTP status, as Deepgram does
             self.refused += 1
-            data = json.dumps(body).encode()
-            writer.write(f"HTTP/1.1 {status} Rejected\r\ncontent-type: application/json\r\n"
-                         f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode() + data)
-            await writer.drain()
-            return
-        protocol = ServerProtocol(max_size=None)
-        protocol.receive_data(request.head)
-        handshake = protocol.events_received()[0]
-        protocol.send_response(protocol.accept(handshake))
-        for chunk in protocol.data_to_send():
-            writer.write(chunk)
-        await writer.drain()
-        session = ListenSession(self, request, reader, writer, protocol)
+            status, body = problem
+            return json_response(status, body)
+        ws = web.WebSocketResponse(max_msg_size=0, compress=False)
+        await ws.prepare(request)
+        session = ListenSession(self, recorded, ws, request.transport)
         self.sessions.append(session)
         await self._notify()
         await session.run()
+        return ws
 
-    def _check_listen(self, request: HttpRequest) -> tuple[int, dict] | None:
+    def _check_listen(self, request: RecordedRequest) -> tuple[int, dict] | None:
         if self._refuse_status and (self._refuse_left is None or self._refuse_left > 0):
             if self._refuse_left is not None:
                 self._refuse_left -= 1
@@ -493,22 +439,21 @@ class FakeDeepgram(HttpServer):
         return None
 
     # --- pre-recorded transcription ----------------------------------------------------------
-    async def _transcribe(self, request: HttpRequest, out: ResponseWriter) -> None:
+    async def _transcribe(self, request: web.Request) -> web.Response:
         """POST /v1/listen with the audio file as the body: the next line of `recorded_script`."""
-        self.transcribe_requests.append(request)
+        recorded = await RecordedRequest.of(request)
+        self.transcribe_requests.append(recorded)
         await self._notify()
-        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
-            await out.send_json(401, _error("INVALID_AUTH", "Invalid credentials."))
-            return
-        if not request.body:
-            await out.send_json(400, _error("Bad Request", "Bad Request: failed to process audio: "
-                                            "corrupt or unsupported data"))
-            return
+        if self.api_key is not None and recorded.headers.get("authorization") != f"Token {self.api_key}":
+            return json_response(401, _error("INVALID_AUTH", "Invalid credentials."))
+        if not recorded.body:
+            return json_response(400, _error("Bad Request", "Bad Request: failed to process audio: "
+                                             "corrupt or unsupported data"))
         text = self.recorded_script.popleft() if self.recorded_script else ""
-        duration = max(len(request.body) - 44, 0) / 16000
-        await out.send_json(200, {
+        duration = max(len(recorded.body) - 44, 0) / 16000
+        return json_response(200, {
             "metadata": {"transaction_key": "deprecated", "request_id": str(uuid.uuid4()),
-                         "sha256": hashlib.sha256(request.body).hexdigest(),
+                         "sha256": hashlib.sha256(recorded.body).hexdigest(),
                          "created": datetime.now(UTC).isoformat(), "duration": duration,
                          "channels": 1, "models": [MODEL_UUID], "model_info": {MODEL_UUID: MODEL_INFO}},
             "results": {"channels": [{"alternatives": [
@@ -517,46 +462,45 @@ class FakeDeepgram(HttpServer):
         })
 
     # --- Aura ---------------------------------------------------------------------------
-    async def _speak(self, request: HttpRequest, out: ResponseWriter) -> None:
-        self.speak_requests.append(request)
+    async def _speak(self, request: web.Request) -> web.StreamResponse:
+        recorded = await RecordedRequest.of(request)
+        self.speak_requests.append(recorded)
         await self._notify()
-        if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
-            await out.send_json(401, _error("INVALID_AUTH", "Invalid credentials."))
-            return
+        if self.api_key is not None and recorded.headers.get("authorization") != f"Token {self.api_key}":
+            return json_response(401, _error("INVALID_AUTH", "Invalid credentials."))
         if self.speak_error is not None:
             status, message = self.speak_error
-            await out.send_json(status, _error("FAKE_ERROR", message))
-            return
-        q = {k: v[0] for k, v in request.query.items()}
+            return json_response(status, _error("FAKE_ERROR", message))
+        q = {k: v[0] for k, v in recorded.query.items()}
         try:
-            text = str(request.json()["text"])
+            text = str(recorded.json()["text"])
         except (ValueError, KeyError, TypeError):
             text = ""
         if not text.strip():
-            await out.send_json(400, _error("INVALID_INPUT", "text must not be empty"))
-            return
+            return json_response(400, _error("INVALID_INPUT", "text must not be empty"))
         encoding = q.get("encoding", "mp3")
         rate = int(q.get("sample_rate", "8000" if encoding == "mulaw" else "24000"))
         if encoding == "mulaw" and rate not in (8000, 16000):
-            await out.send_json(400, _error("INVALID_QUERY_PARAMETER", "mulaw needs sample_rate 8000 or 16000"))
-            return
+            return json_response(400, _error("INVALID_QUERY_PARAMETER", "mulaw needs sample_rate 8000 or 16000"))
         if encoding not in ("mulaw", "linear16", "alaw"):
-            await out.send_json(400, _error("UNSUPPORTED_BY_FAKE", f"the fake cannot make {encoding}"))
-            return
+            return json_response(400, _error("UNSUPPORTED_BY_FAKE", f"the fake cannot make {encoding}"))
         audio = speak_audio(text, encoding, rate, self.speak_seconds_per_char)
         if q.get("container", "wav") == "wav":  # Deepgram's default container for raw encodings
             audio = _wav_header(len(audio), encoding, rate) + audio
-        record = StreamRecord(request)
+        record = StreamRecord(recorded)
         self.speak_streams.append(record)
         await self._notify()
-        await out.begin(200, f"audio/{encoding}", {
-            "dg-model-name": q.get("model", "aura-2-thalia-en"), "dg-model-uuid": MODEL_UUID,
-            "dg-char-count": str(len(text)), "dg-request-id": str(uuid.uuid4())})
+        response = web.StreamResponse(headers={
+            "content-type": f"audio/{encoding}", "dg-model-name": q.get("model", "aura-2-thalia-en"),
+            "dg-model-uuid": MODEL_UUID, "dg-char-count": str(len(text)), "dg-request-id": str(uuid.uuid4())})
         try:
-            await stream_chunks(out, record, audio, self.speak_chunk_sizes, self.speak_bytes_per_s,
-                                self.speak_hold_after, self.release)
+            with self.streaming(record):
+                await response.prepare(request)
+                await stream_chunks(response, record, audio, self.speak_chunk_sizes, self.speak_bytes_per_s,
+                                    self.speak_hold_after, self.release)
         finally:
             await self._notify()
+        return response
 
 
 # --- shapes and helpers (shared with tests) ----------------------------------------------------
@@ -589,33 +533,6 @@ def speak_audio(text: str, encoding: str, rate: int, seconds_per_char: float) ->
     if encoding == "alaw":
         return audioop.lin2alaw(pcm, 2)
     return pcm
-
-
-async def stream_chunks(out: ResponseWriter, record: StreamRecord, data: bytes, sizes: Sequence[int],
-                        bytes_per_s: float | None, hold_after: int | None, release: asyncio.Event) -> None:
-    """Send `data` as chunks of the given (cycling) sizes; notes when the client leaves early."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    offset, n = 0, 0
-    try:
-        while offset < len(data):
-            if hold_after is not None and n == hold_after:
-                await out.hold(until=release)
-            size = sizes[n % len(sizes)]
-            piece = data[offset:offset + size]
-            if bytes_per_s:
-                ahead = (offset + len(piece)) / bytes_per_s - (loop.time() - started)
-                if ahead > 0:
-                    await out.hold(seconds=ahead)
-            await out.chunk(piece)
-            record.chunks.append(piece)
-            offset += len(piece)
-            n += 1
-        await out.end()
-        record.finished.set()
-    except ClientGone:
-        record.closed_early.set()
-        raise
 
 
 def tone(samples: int, rate: int, hz: float = 330.0, amplitude: int = 6000) -> bytes:

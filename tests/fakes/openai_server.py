@@ -38,10 +38,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from tests.fakes import ClientGone, HttpRequest, HttpServer, ResponseWriter, StreamRecord
-from tests.fakes.deepgram_server import stream_chunks, tone
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from tests.fakes.deepgram_server import tone
+from tests.fakes.server import FakeServer, Handler, RecordedRequest, StreamRecord, json_response, stream_chunks
 
 PCM_RATE = 24000
+RECORDED = web.RequestKey("recorded", RecordedRequest)   # what the middleware recorded, for the route
 Api = Literal["responses", "chat"]
 
 
@@ -395,7 +399,7 @@ def _usage(body: dict, output: list[dict]) -> dict:
 
 
 # --- the server -------------------------------------------------------------------------------------------
-class FakeOpenAI(HttpServer):
+class FakeOpenAI(FakeServer):
     """The fake OpenAI server; point OPENAI_BASE_URL at `base_url`."""
 
     def __init__(self, *, api_key: str | None = None, models: Mapping[str, ModelRule] | None = None) -> None:
@@ -404,7 +408,7 @@ class FakeOpenAI(HttpServer):
         self.models: dict[str, ModelRule] = dict(MODELS if models is None else models)
         self.model_replies: deque[ModelReply] = deque()
         self.model_handler: Callable[[ModelRequest], ModelReply] | None = None  # when no reply is queued
-        self.requests: list[HttpRequest] = []
+        self.requests: list[RecordedRequest] = []
         self.model_requests: list[ModelRequest] = []
         self.model_streams: list[StreamRecord] = []
         self.speech_requests: list[dict] = []
@@ -440,7 +444,7 @@ class FakeOpenAI(HttpServer):
 
     @property
     def base_url(self) -> str:
-        return f"{self.http_url}/v1"
+        return f"{self.url}/v1"
 
     def reply(self, *replies: ModelReply) -> None:
         self.model_replies.extend(replies)
@@ -467,106 +471,112 @@ class FakeOpenAI(HttpServer):
         return tone(max(int(len(text) * seconds_per_char * PCM_RATE), PCM_RATE // 10), PCM_RATE)
 
     # --- routing ------------------------------------------------------------------------
-    async def handle(self, request: HttpRequest, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> bool:
-        out = ResponseWriter(reader, writer)
-        self.requests.append(request)
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/responses", self._responses), web.post("/v1/chat/completions", self._chat),
+                web.post("/v1/audio/speech", self._speech), web.route("*", "/{tail:.*}", self._unknown)]
+
+    def middlewares(self) -> list[Middleware]:
+        return [self._record_and_authorize]
+
+    @web.middleware
+    async def _record_and_authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request is recorded, and with `api_key` set checked, before any route sees it."""
+        recorded = await RecordedRequest.of(request)
+        request[RECORDED] = recorded
+        self.requests.append(recorded)
         try:
             given = request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.api_key is not None and given != self.api_key:
-                await out.send_json(401, Refusal(401, f"Incorrect API key provided: {_masked(given)}. You can "
-                                                 "find your API key at https://platform.openai.com/account/api-keys.",
-                                                 code="invalid_api_key").body())
-            elif request.method == "POST" and request.path == "/v1/responses":
-                await self._model(request, out, "responses")
-            elif request.method == "POST" and request.path == "/v1/chat/completions":
-                await self._model(request, out, "chat")
-            elif request.method == "POST" and request.path == "/v1/audio/speech":
-                await self._speech(request, out)
-            else:
-                await out.send_json(404, _error(f"Invalid URL ({request.method} {request.path})",
-                                                "invalid_request_error"))
-            return out.reusable
+                return json_response(401, Refusal(401, f"Incorrect API key provided: {_masked(given)}. You can "
+                                                  "find your API key at https://platform.openai.com/account/api-keys.",
+                                                  code="invalid_api_key").body())
+            return await handler(request)
         finally:
-            out.finish()
             await self._notify()
 
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return json_response(404, _error(f"Invalid URL ({request.method} {request.path})", "invalid_request_error"))
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._model(request, "responses")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._model(request, "chat")
+
     # --- model requests, both interfaces -----------------------------------------------------------
-    async def _model(self, request: HttpRequest, out: ResponseWriter, api: Api) -> None:
-        body = request.json()
+    async def _model(self, request: web.Request, api: Api) -> web.StreamResponse:
+        recorded = request[RECORDED]
+        body = recorded.json()
         seen = ModelRequest.of(api, body)
         self.model_requests.append(seen)
         await self._notify()
         check = check_chat_request if api == "chat" else check_responses_request
         refusal = check(body, self.models)
         if refusal is not None:
-            await out.send_json(refusal.status, refusal.body(), {"x-request-id": _request_id()})
-            return
+            return json_response(refusal.status, refusal.body(), {"x-request-id": _request_id()})
         if self.model_replies:
             reply = self.model_replies.popleft()
         elif self.model_handler is not None:
             reply = self.model_handler(seen)
         else:
-            await out.send_json(500, _error("fake OpenAI: no reply scripted for this request", "server_error"))
-            return
-        record = StreamRecord(request)
+            return json_response(500, _error("fake OpenAI: no reply scripted for this request", "server_error"))
+        record = StreamRecord(recorded)
         self.model_streams.append(record)
         await self._notify()
-        try:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
+                                               "x-request-id": _request_id(), "openai-processing-ms": "42",
+                                               **reply.headers})
+        with self.streaming(record):
             if reply.stall_before_headers:
-                await out.hold(until=self.release)
+                await self.release.wait()
             if reply.status != 200:
-                await out.send_json(reply.status, {"error": reply.error},
-                                    {"x-request-id": _request_id(), **reply.headers})
                 record.finished.set()
-                return
-            await out.begin(200, "text/event-stream; charset=utf-8",
-                            {"x-request-id": _request_id(), "openai-processing-ms": "42", **reply.headers})
+                return json_response(reply.status, {"error": reply.error},
+                                     {"x-request-id": _request_id(), **reply.headers})
+            await response.prepare(request)
             frames = reply.chat_frames(seen) if api == "chat" else reply.responses_frames(seen)
             deltas = 0
             for data, is_delta in frames:
                 if is_delta and reply.stall_after is not None and deltas == reply.stall_after:
-                    await out.hold(until=self.release)
+                    await self.release.wait()
                 deltas += is_delta
-                await out.chunk(data)
+                await response.write(data)
                 record.chunks.append(data)
-            await out.end()
+            await response.write_eof()
             record.finished.set()
-        except ClientGone:
-            record.closed_early.set()
-            raise
+        return response
 
     # --- speech ----------------------------------------------------------------------------
-    async def _speech(self, request: HttpRequest, out: ResponseWriter) -> None:
-        body = request.json()
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        recorded = request[RECORDED]
+        body = recorded.json()
         self.speech_requests.append(body)
         await self._notify()
         missing = [k for k in ("model", "input", "voice") if not body.get(k)]
         if missing:
-            await out.send_json(400, _error(f"Missing required parameter: '{missing[0]}'.",
-                                            "invalid_request_error"))
-            return
+            return json_response(400, _error(f"Missing required parameter: '{missing[0]}'.", "invalid_request_error"))
         if body["model"] not in self.models:
             refusal = model_not_found(body["model"])
-            await out.send_json(refusal.status, refusal.body())
-            return
+            return json_response(refusal.status, refusal.body())
         if body.get("response_format") != "pcm":
-            await out.send_json(400, _error("the fake only makes response_format 'pcm'", "invalid_request_error"))
-            return
+            return json_response(400, _error("the fake only makes response_format 'pcm'", "invalid_request_error"))
         if self.speech_errors:
             status, message = self.speech_errors.popleft()
-            await out.send_json(status, _error(message, "server_error"))
-            return
-        record = StreamRecord(request)
+            return json_response(status, _error(message, "server_error"))
+        record = StreamRecord(recorded)
         self.speech_streams.append(record)
         await self._notify()
         audio = self.speech_audio(body["input"], self.speech_seconds_per_char)
-        await out.begin(200, "application/octet-stream", {"x-request-id": _request_id()})
+        response = web.StreamResponse(headers={"content-type": "application/octet-stream",
+                                               "x-request-id": _request_id()})
         try:
-            await stream_chunks(out, record, audio, self.speech_chunk_sizes, self.speech_bytes_per_s,
-                                self.speech_hold_after, self.release)
+            with self.streaming(record):
+                await response.prepare(request)
+                await stream_chunks(response, record, audio, self.speech_chunk_sizes, self.speech_bytes_per_s,
+                                    self.speech_hold_after, self.release)
         finally:
             await self._notify()
+        return response
 
 
 # --- what the API refuses -------------------------------------------------------------------------------------

@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
+import json
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from aiohttp import web
 
-from services.simulator.server import serve_app
+from tests.fakes.server import FakeServer, json_response
 
 API = "/2010-04-01/Accounts/{account}"
 ERRORS = {401: (20003, "Authenticate"),
           404: (20404, "The requested resource was not found"),
           500: (20500, "Internal Server Error")}
 CALL_NOT_IN_PROGRESS = (21220, "Call is not in-progress. Cannot redirect.")
+# Twilio's bodies as this fake has always written them: compact, UTF-8 as is.
+twilio_json = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,11 @@ class SentSms:
     sid: str = field(default_factory=lambda: "SM" + secrets.token_hex(16))
 
 
-class FakeTwilioRest:
+class FakeTwilioRest(FakeServer):
     def __init__(self, account_sid: str = "AC" + "7" * 32, auth_token: str = "fake-twilio-token") -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.url = ""
         self.call_updates: list[CallUpdate] = []
         self.messages: list[SentSms] = []
         self.unauthorized = 0                          # requests refused for bad credentials
@@ -71,17 +71,16 @@ class FakeTwilioRest:
         self.stalled = 0                               # requests left hanging by stall()
         self.release = asyncio.Event()                 # ends every stall
         self._stall = False
-        self.app = Starlette(routes=[
-            Route(API + "/Calls/{sid}.json", self._update_call, methods=["POST"]),
-            Route(API + "/Messages.json", self._send_message, methods=["POST"]),
-            Route(API + "/Recordings/{sid}.wav", self._recording, methods=["GET"]),
-        ])
         self.recordings: dict[str, bytes] = {}          # RecordingSid -> WAV, served to the account
         self.recording_redirects: dict[str, str] = {}   # RecordingSid -> where its media lives (302)
         self.recording_fetches: list[tuple[str, int]] = []
         self.recording_auth: list[str | None] = []      # the Authorization each fetch carried
         self._changed = asyncio.Condition()
-        self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(API + "/Calls/{sid}.json", self._update_call),
+                web.post(API + "/Messages.json", self._send_message),
+                web.get(API + "/Recordings/{sid}.wav", self._recording, allow_head=False)]
 
     def fail_calls(self, status: int, times: int = 1) -> None:
         self.call_failures.extend([status] * times)
@@ -118,18 +117,9 @@ class FakeTwilioRest:
             await asyncio.wait_for(self._changed.wait_for(lambda: len(self.call_updates) >= count), timeout)
         return self.call_updates
 
-    async def __aenter__(self) -> FakeTwilioRest:
-        self._serving = serve_app(self.app)
-        self.url = await self._serving.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        assert self._serving is not None
-        await self._serving.__aexit__(*exc)
-
     # --- requests ------------------------------------------------------------------------------
 
-    def _authorized(self, request: Request) -> bool:
+    def _authorized(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -137,14 +127,14 @@ class FakeTwilioRest:
             user, _, password = base64.b64decode(encoded).decode().partition(":")
         except ValueError:
             return False
-        return (user == self.account_sid == request.path_params["account"]
+        return (user == self.account_sid == request.match_info["account"]
                 and secrets.compare_digest(password, self.auth_token))
 
-    async def _update_call(self, request: Request) -> JSONResponse:
+    async def _update_call(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._refused(request)
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        sid = request.path_params["sid"]
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        sid = request.match_info["sid"]
         await self._maybe_stall()
         status = self.call_failures.popleft() if self.call_failures else 200
         refusal = None
@@ -158,16 +148,16 @@ class FakeTwilioRest:
             return _error(status, request, refusal)
         if form.get("Status") in ("completed", "canceled"):
             self.ended_calls.add(sid)
-        return JSONResponse({
+        return json_response(200, {
             "sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
             "status": form.get("Status", "in-progress"), "direction": "inbound",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}.json",
-        })
+        }, dumps=twilio_json)
 
-    async def _send_message(self, request: Request) -> JSONResponse:
+    async def _send_message(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._refused(request)
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        form = {k: str(v) for k, v in (await request.post()).items()}
         await self._maybe_stall()
         status = self.message_failures.popleft() if self.message_failures else 201
         sms = SentSms(asyncio.get_running_loop().time(), form.get("To", ""), form.get("From", ""),
@@ -176,27 +166,27 @@ class FakeTwilioRest:
         await self._notify()
         if status >= 400:
             return _error(status, request)
-        return JSONResponse({
+        return json_response(201, {
             "sid": sms.sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
             "to": sms.to, "from": sms.from_, "body": sms.body, "status": "queued",
             "num_segments": "1", "direction": "outbound-api",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sms.sid}.json",
-        }, status_code=201)
+        }, dumps=twilio_json)
 
-    async def _recording(self, request: Request) -> Response:
-        sid = request.path_params["sid"]
+    async def _recording(self, request: web.Request) -> web.Response:
+        sid = request.match_info["sid"]
         status = 302 if sid in self.recording_redirects else 200 if sid in self.recordings else 404
         if not self._authorized(request):
             status = 401
         self.recording_fetches.append((sid, status))
         self.recording_auth.append(request.headers.get("authorization"))
         if status == 302:  # Twilio hands recording media off to its storage host
-            return Response(status_code=302, headers={"location": self.recording_redirects[sid]})
+            return web.Response(status=302, headers={"location": self.recording_redirects[sid]})
         if status != 200:
             return _error(status, request)
-        return Response(self.recordings[sid], media_type="audio/x-wav")
+        return web.Response(body=self.recordings[sid], content_type="audio/x-wav")
 
-    def _refused(self, request: Request) -> JSONResponse:
+    def _refused(self, request: web.Request) -> web.Response:
         self.unauthorized += 1
         return _error(401, request)
 
@@ -205,8 +195,8 @@ class FakeTwilioRest:
             self._changed.notify_all()
 
 
-def _error(status: int, request: Request, refusal: tuple[int, str] | None = None) -> JSONResponse:
+def _error(status: int, request: web.Request, refusal: tuple[int, str] | None = None) -> web.Response:
     code, message = refusal or ERRORS.get(status, (20000 + status, "Error"))
-    return JSONResponse({"code": code, "message": f"{message}: {request.url.path}",
-                         "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
-                        status_code=status)
+    return json_response(status, {"code": code, "message": f"{message}: {request.path}",
+                                  "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+                         dumps=twilio_json)
