@@ -34,6 +34,9 @@ def make_settings(**overrides) -> Settings:
         public_url=PUBLIC_URL, twilio_auth_token=AUTH_TOKEN, use_mock_streaming=True,
         business_profile=str(ROOT / "business.example.toml"), idle_timeout_s=30.0,
         log_level="INFO",
+        # The simulated caller (services/simulator/voice.py) is a harmonic buzz shaped for an energy
+        # detector, not speech: the neural VAD is tested on espeak-ng speech (tests/test_silero_vad.py).
+        vad="energy",
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
