@@ -175,6 +175,12 @@ def click(rng: np.random.Generator) -> np.ndarray:
     return np.sin(2 * np.pi * rng.uniform(800, 2500) * t) * np.exp(-t * 900) * rng.choice([-1, 1])
 
 
+def spoken_ulaw(text: str, voice: str = "en-us", rate: int = 165, level_db: float = -20.0) -> bytes:
+    """A caller line as Twilio would carry it: espeak-ng at `level_db` active level, 8 kHz mu-law."""
+    said = espeak(text, voice, rate)
+    return to_ulaw(at_dbfs(said, level_db + rms_db(said) - _active_db(said)))
+
+
 # --- levels and labels ---------------------------------------------------------------------------
 
 def rms_db(x: np.ndarray) -> float:
