@@ -1,6 +1,7 @@
 """CPU per inbound 20 ms frame inside Zylin's app, without sockets: the part Zylin's code owns.
 
-    python -m bench.frame_cost [--frames 50000] [--calls 20] [--json PATH]
+    python -m bench.frame_cost [--frames 50000] [--calls 20] [--noise-dbfs -30] [--json PATH]
+    VAD=energy python -m bench.frame_cost ...
 
 Drives the real ASGI app (Starlette route -> api/media_stream -> parse_event -> CallSession.on_media
 -> VAD -> mock recognizer) with `connected`, `start` and `--frames` media frames per call, through
@@ -30,7 +31,19 @@ from bench.common import AUTH_TOKEN, bench_settings, machine_line, make_settings
 SILENCE = b"\xff" * 160
 
 
-async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
+def line_frames(noise_dbfs: float | None) -> list[bytes]:
+    """What the line carries between the caller's lines: digital silence, or seeded pink noise (a
+    noisy line keeps the neural VAD's model running on every window)."""
+    if noise_dbfs is None:
+        return [SILENCE]
+    import numpy as np
+
+    from bench.turn_corpus import at_dbfs, pink, to_ulaw
+    noise = to_ulaw(at_dbfs(pink(8000 * 10, np.random.default_rng(11)), noise_dbfs))
+    return [noise[i:i + 160] for i in range(0, len(noise), 160)]
+
+
+async def run(frames: int, calls: int, voiced_every: int = 0, noise_dbfs: float | None = None) -> dict[str, Any]:
     from twilio.request_validator import RequestValidator
 
     from main import create_app
@@ -45,6 +58,7 @@ async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
     signature = RequestValidator(AUTH_TOKEN).compute_signature(settings.media_stream_url, {})
     voice = speech_ulaw("How much is a cleaning?")
     voiced = [voice[i:i + 160] for i in range(0, len(voice) - 159, 160)]
+    line = line_frames(noise_dbfs)
     per_frame = []
     async with app.router.lifespan_context(app):
         for c in range(calls):
@@ -56,7 +70,8 @@ async def run(frames: int, calls: int, voiced_every: int = 0) -> dict[str, Any]:
                             {**stream_parameters(StreamClaim(call_sid, "+15551230001", "+15559870000"),
                                                  settings.token_secret), "mockScript": "[]"})}]
             for i in range(frames):
-                payload = voiced[i % len(voiced)] if voiced_every and i % voiced_every < len(voiced) else SILENCE
+                payload = (voiced[i % len(voiced)] if voiced_every and i % voiced_every < len(voiced)
+                           else line[i % len(line)])
                 messages.append({"type": "websocket.receive",
                                  "text": wire.inbound_media(i + 2, stream_sid, i + 1, i * 20, payload)})
             messages.append({"type": "websocket.receive",
@@ -102,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=10, help="calls (the best and median are kept)")
     parser.add_argument("--voiced-every", type=int, default=250,
                         help="every N frames the caller says a line (0: silence only)")
+    parser.add_argument("--noise-dbfs", type=float, help="pink noise at this level between the lines, not silence")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 calls x 500 frames")
     parser.add_argument("--json", help="write results as JSON here")
     args = parser.parse_args(argv)
@@ -109,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         args.frames, args.calls = 500, 2
     import logging
     logging.basicConfig(level="ERROR")
-    results = asyncio.run(run(args.frames, args.calls, args.voiced_every))
-    print(f"app-level CPU per inbound frame ({machine_line()}):")
+    from services.settings import Settings
+    vad = Settings(_env_file=None).vad  # the bench's settings leave VAD to the environment, as main.py does
+    results = {**asyncio.run(run(args.frames, args.calls, args.voiced_every, args.noise_dbfs)), "vad": vad}
+    line = "silence" if args.noise_dbfs is None else f"pink noise at {args.noise_dbfs:g} dBFS"
+    print(f"app-level CPU per inbound frame, VAD={vad}, {line} between lines ({machine_line()}):")
     print(f"  best {results['us_per_frame_best']:.2f} us, median {results['us_per_frame_median']:.2f} us "
           f"over {args.calls} calls x {args.frames} frames "
           f"(= {results['calls_per_core_at_100pct']:.0f} calls per core for this part alone)")

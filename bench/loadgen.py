@@ -69,8 +69,12 @@ class Speech:
     """A caller line pre-cut into base64 frames (`voiced` = frames carrying the line)."""
 
     def __init__(self, text: str, seed: int) -> None:
-        from services.simulator.voice import speech_ulaw
-        ulaw = speech_ulaw(text, seed=seed)
+        if os.environ.get("ZYLIN_BENCH_VOICE") == "espeak":  # real speech, for the neural VAD (docs/benchmarks.md §6)
+            from bench.turn_corpus import spoken_ulaw
+            ulaw = spoken_ulaw(text)
+        else:
+            from services.simulator.voice import speech_ulaw
+            ulaw = speech_ulaw(text, seed=seed)
         self.text = text
         self.frames = [base64.b64encode(ulaw[i:i + FRAME_BYTES]).decode()
                        for i in range(0, len(ulaw), FRAME_BYTES)]

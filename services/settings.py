@@ -71,8 +71,13 @@ class Settings(BaseSettings):
     business_profile: str = "business.example.toml"
 
     # --- conversation ---------------------------------------------------------------
-    vad_threshold_rms: int = 500
-    vad_end_silence_ms: int = 300
+    vad: Literal["neural", "energy"] = "neural"   # local speech start/end: Silero VAD, or an RMS threshold
+    vad_speech_threshold: float = 0.5    # neural: speech probability at which a frame counts as voiced
+    vad_silence_threshold: float = 0.35  # neural: while speaking, below this a frame counts as silent
+    vad_min_rms: int = 400               # neural: a quieter frame is silence (Zylin's echo), and costs no inference
+    vad_threshold_rms: int = 500         # energy: frame RMS (PCM16) at which a frame counts as voiced
+    vad_start_ms: int = 0                # voiced this long in a row: speech start; 0 = 60 ms neural, 100 ms energy
+    vad_end_silence_ms: int = 300        # silent this long in a row: speech end (the recognizer finalizes)
     idle_timeout_s: float = 10.0
     max_call_s: float = 900.0
     max_tool_rounds: int = 5

@@ -3,6 +3,7 @@ recognizer's transcripts, UtteranceEnd and a press of 0 make the engine do, and 
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pytest
@@ -11,7 +12,13 @@ from services.asr.base import Transcript
 from services.audio.vad import EnergyVad
 from services.orchestrator.turns import TurnDetector
 
-LOUD, QUIET = 2000, 50
+
+def frame_at(level: int) -> bytes:
+    """A 20 ms PCM16 frame whose RMS is `level`."""
+    return struct.pack("<h", level) * 160
+
+
+LOUD, QUIET = frame_at(2000), frame_at(50)
 PERSON = "[pressed 0]"
 
 
@@ -53,9 +60,9 @@ def detector(hooks: Hooks) -> TurnDetector:
     return TurnDetector(EnergyVad(500, start_frames=2, end_silence_frames=3), hooks, person_request=PERSON)
 
 
-async def frames(turns: TurnDetector, energies: list[int], start: float = 10.0) -> None:
-    for i, energy in enumerate(energies):
-        work = turns.on_frame(energy, start + i * 0.02)
+async def frames(turns: TurnDetector, pcm: list[bytes], start: float = 10.0) -> None:
+    for i, frame in enumerate(pcm):
+        work = turns.on_frame(frame, start + i * 0.02)
         if work is not None:
             await work
 

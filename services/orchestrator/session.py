@@ -14,8 +14,8 @@ import time
 from enum import Enum
 
 from services.asr.base import RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript, UtteranceEnd
-from services.audio.codec import FRAME_MS, OutboundEncoder, rms, ulaw_to_pcm
-from services.audio.vad import EnergyVad
+from services.audio.codec import FRAME_MS, OutboundEncoder, ulaw_to_pcm
+from services.audio.vad import make_vad
 from services.llm.base import Brain, BrainError, Message, ToolCall
 from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.generation import run_turn
@@ -81,8 +81,7 @@ class CallSession:
         self.turns: list[TurnRecord] = []
         self.ended = asyncio.Event()
         self.end_reason = ""
-        self.vad = EnergyVad(settings.vad_threshold_rms, start_frames=5,
-                             end_silence_frames=max(1, settings.vad_end_silence_ms // FRAME_MS))
+        self.vad = make_vad(settings)
         self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON)
         self.asr_failed = False
         self._reply: Reply | None = None
@@ -137,7 +136,7 @@ class CallSession:
         """Per 20 ms frame: keep it short."""
         pcm = ulaw_to_pcm(ulaw)
         self._frames += 1
-        if (work := self.turn_detector.on_frame(rms(pcm), time.monotonic())) is not None:
+        if (work := self.turn_detector.on_frame(pcm, time.monotonic())) is not None:
             await work
         if not self.asr_failed:
             await self.asr.send(pcm)

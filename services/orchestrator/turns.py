@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from services.asr.base import Transcript
-from services.audio.vad import EnergyVad, VadEvent
+from services.audio.vad import Vad, VadEvent
 
 
 class TurnHooks(Protocol):
@@ -46,10 +46,11 @@ class TurnHooks(Protocol):
 
 
 class TurnDetector:
-    """One call's turn-taking. `on_frame` runs for every 20 ms frame, so it is a plain call that
-    returns the work a VAD event needs (a coroutine to await), or None on almost every frame."""
+    """One call's turn-taking. `on_frame` runs for every 20 ms frame (PCM16, 8 kHz), so it is a
+    plain call that returns the work a VAD event needs (a coroutine to await), or None on almost
+    every frame."""
 
-    def __init__(self, vad: EnergyVad, hooks: TurnHooks, person_request: str) -> None:
+    def __init__(self, vad: Vad, hooks: TurnHooks, person_request: str) -> None:
         self.vad = vad
         self._hooks = hooks
         self._vad_update = vad.update
@@ -63,8 +64,8 @@ class TurnDetector:
 
     # --- inbound -------------------------------------------------------------------------------
 
-    def on_frame(self, energy: int, now: float) -> Coroutine[Any, Any, None] | None:
-        event = self._vad_update(energy, now)
+    def on_frame(self, frame_pcm: bytes, now: float) -> Coroutine[Any, Any, None] | None:
+        event = self._vad_update(frame_pcm, now)
         if event is None:
             return None
         return self._speech_started() if event is VadEvent.SPEECH_START else self._hooks.finalize_recognizer()
