@@ -37,6 +37,7 @@ class Vad(Protocol):
 
     speaking: bool
     last_voiced_at: float  # arrival time (monotonic) of the last voiced frame
+    start_frames: int      # voiced frames in a row that make speech start (its onset delay)
 
     def update(self, frame_pcm: bytes, now: float) -> VadEvent | None:
         """One 20 ms PCM16 8 kHz frame that arrived at `now`: an event, or None (almost always)."""

@@ -82,7 +82,8 @@ class CallSession:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.vad = make_vad(settings)
-        self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON)
+        self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON,
+                                          min_speech_ms=settings.interrupt_min_speech_ms)
         self.asr_failed = False
         self._reply: Reply | None = None
         self._gen = 0
@@ -221,6 +222,9 @@ class CallSession:
             self.state = State.STREAMING  # the caller is not done after all
         reply.action = None
         self._event(EventKind.BARGE_IN, why=why, heard=heard)
+
+    def on_interruption_ignored(self, why: str, words: str, speech_ms: int) -> None:
+        self._event(EventKind.INTERRUPTION_IGNORED, why=why, words=words, speech_ms=speech_ms)
 
     def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
         latency = TurnLatency(speech_end=speech_end, transcript_at=closed_at)
