@@ -14,6 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 
+from services.audio.codec import FRAME_MS
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import TurnRecord
@@ -96,9 +97,11 @@ class Reply:
 
     def heard(self, now: float) -> dict[int, str]:
         """What the caller heard, per assistant message (by id): whole sentences whose marks came
-        back, plus the share of the playing sentence that its elapsed time covers."""
+        back, plus the share of the playing sentence that its elapsed time covers (timed from
+        the previous sentence's end, or from when playback began)."""
         heard: dict[int, list[str]] = {}
-        previous_end: float | None = None
+        started = self.latency.heard_at  # the start mark's echo: one frame after playback began
+        previous_end = None if started is None else started - FRAME_MS / 1000
         for s in self.sentences:
             key = id(s.message)
             if s.played_at is not None:

@@ -22,7 +22,7 @@ from services.orchestrator.generation import run_turn
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
 from services.orchestrator.reply import Reply, ReplyState
-from services.orchestrator.speaker import Speaker, SpeechFallback, SpokenSentence, send_frames
+from services.orchestrator.speaker import START_MARK, Speaker, SpeechFallback, SpokenSentence, send_frames, start_mark
 from services.orchestrator.turns import TurnDetector
 from services.receptionist.lines import (
     ASR_DOWN_LINE,
@@ -151,15 +151,16 @@ class CallSession:
         gen, _, index = name.partition(".")
         if reply is None or not reply.live or gen != str(reply.gen):
             return  # stale: an echo of audio that a `clear` dropped, or of an older reply
+        if index == START_MARK:  # the reply's first frame has played: the caller hears it from now
+            if reply.latency.heard_at is None:
+                reply.latency.heard_at = time.monotonic()
+            return
         try:
             sentence = reply.sentences[int(index)]
         except (ValueError, IndexError):
             log.warning("mark %r matches nothing on %s", name, self.info.call_sid)
             return
-        now = time.monotonic()
-        sentence.played_at = now
-        if reply.latency.heard_at is None:
-            reply.latency.heard_at = now
+        sentence.played_at = time.monotonic()
         if not reply.playing:
             self._played(reply)
 
@@ -409,7 +410,7 @@ class CallSession:
 
     async def _send_greeting(self, reply: Reply, message: Message, audio: bytes) -> None:
         sentence = SpokenSentence(self.greeting_text, f"{reply.gen}.0", message)
-        await send_frames(self.sender, audio)
+        await send_frames(self.sender, audio, start_mark(reply.gen))
         sentence.first_sent_at = reply.latency.first_audio_at = time.monotonic()
         sentence.audio_bytes = len(audio)
         reply.sentences.append(sentence)
