@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     vad_start_ms: int = 0                # voiced this long in a row: speech start; 0 = 60 ms neural, 100 ms energy
     vad_end_silence_ms: int = 300        # silent this long in a row: speech end (the recognizer finalizes)
     # Caller speech over Zylin stops it after this much (from its first voiced frame), unless its words
-    # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 350 ms + the `clear`'s trip keeps a
-    # real interruption under 400 ms; most backchannels are shorter (services/orchestrator/interruption.py).
-    interrupt_min_speech_ms: PositiveInt = 350
+    # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 300 ms stops 88 % of real
+    # interruptions within 400 ms of their onset with VAD=neural (docs/benchmarks.md §7).
+    interrupt_min_speech_ms: PositiveInt = 300
     idle_timeout_s: float = 10.0
     max_call_s: float = 900.0
     max_tool_rounds: int = 5

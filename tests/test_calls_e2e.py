@@ -79,7 +79,9 @@ async def test_a_caller_who_barges_in_hears_the_reply_stop_and_history_keeps_onl
     assert result.clears, "a barge-in must send `clear` so Twilio drops the unplayed audio"
     hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
     assert hours_reply.interrupted
-    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["interrupting word"]
+    # "Sorry" would stop Zylin at once, but the mock's first words come with the same frame as the
+    # 300 ms of speech that stop it anyway (tests/test_turns.py has the word deciding).
+    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["voice"]
     assert hours_reply.heard_text and len(hours_reply.heard_text) < len(hours_reply.text)
     assert hours_reply.heard_text.startswith("We're open")
     assert any(e.kind == "barge_in" for e in record["events"])
@@ -91,14 +93,15 @@ async def test_a_caller_who_barges_in_hears_the_reply_stop_and_history_keeps_onl
     assert "$120" in zylin_turns(record)[-1].text, "the interrupting question is answered"
 
 
-async def test_a_backchannel_over_a_reply_stops_nothing_and_the_reply_is_recorded_whole(zylin):
-    # Half speed's margin: the mock's first interim result comes 300 ms into the "Mm-hmm", before
-    # the 350 ms after which speech without words would stop Zylin.
-    result = await zylin.caller(speed=2.0).call([
-        CallerLine("What are your opening hours?", pause_before_ms=100),
-        CallerLine("Mm-hmm.", barge_in_after_ms=1000),
-    ])
-    record = await zylin.recorder.wait_ended(result.call_sid)
+async def test_a_backchannel_over_a_reply_stops_nothing_and_the_reply_is_recorded_whole():
+    # The mock's first interim result comes 300 ms into the simulated "Mm-hmm" (600 ms long, longer
+    # than most): with the bound at 400 ms its words decide, not its length. Half speed's margin.
+    async with running_zylin(interrupt_min_speech_ms=400) as zylin:
+        result = await zylin.caller(speed=2.0).call([
+            CallerLine("What are your opening hours?", pause_before_ms=100),
+            CallerLine("Mm-hmm.", barge_in_after_ms=1000),
+        ])
+        record = await zylin.recorder.wait_ended(result.call_sid)
 
     assert not result.timeouts and not result.clears, "Zylin talked on: no `clear`"
     hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
@@ -123,12 +126,14 @@ async def test_a_real_interruption_without_interrupting_words_stops_zylin_after_
     ])
     record = await zylin.recorder.wait_ended(result.call_sid)
 
-    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["words"]
+    # The VAD's 300 ms come at the frame whose audio also gives the mock its first interim words,
+    # which the recognizer delivers after that frame: the duration decides.
+    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["voice"]
     [clear] = result.clears
     reaction_s = clear - result.lines[1].start
-    # Not before 350 ms of speech: its 18th frame leaves 17 periods (340 ms) after the first, and
+    # Not before 300 ms of speech: its 15th frame leaves 14 periods (280 ms) after the first, and
     # the decision waits for it; the upper bound is the 400 ms target plus a loaded machine's slack.
-    assert 0.33 <= reaction_s < 0.6, reaction_s
+    assert 0.27 <= reaction_s < 0.5, reaction_s
     hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
     assert hours_reply.interrupted and len(hours_reply.heard_text) < len(hours_reply.text)
     history = [(m.role, m.content) for m in record["history"]]

@@ -22,7 +22,7 @@ from services.orchestrator.interruption import InterruptionPolicy, Overlap
 from services.receptionist.backchannels import Words, classify
 from services.storage.vocabulary import BargeIn, NotAnInterruption
 
-INTERRUPT_MIN_SPEECH_MS = 350  # the default: see services/settings.py
+INTERRUPT_MIN_SPEECH_MS = 300  # the default: see services/settings.py
 
 
 class TurnHooks(Protocol):
