@@ -13,7 +13,16 @@ import logging
 import time
 from enum import Enum
 
-from services.asr.base import RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript, UtteranceEnd
+from services.asr.base import (
+    RecognizerFailed,
+    SpeechNotUnderstood,
+    SpeechRecognizer,
+    Transcript,
+    TurnEnded,
+    TurnStarted,
+    UtteranceEnd,
+    takes_mulaw,
+)
 from services.audio.codec import FRAME_MS, OutboundEncoder, ulaw_to_pcm
 from services.audio.vad import make_vad
 from services.llm.base import Brain, BrainError, Message, ToolCall
@@ -64,6 +73,7 @@ class CallSession:
         self.info = info
         self.settings = settings
         self.asr = recognizer
+        self._asr_takes_mulaw = takes_mulaw(recognizer)   # Flux: Twilio's bytes as they came
         self.brain = brain
         self.tts = tts
         self.toolbox = toolbox
@@ -139,7 +149,7 @@ class CallSession:
         if (work := self.turn_detector.on_frame(pcm, time.monotonic())) is not None:
             await work
         if not self.asr_failed:
-            await self.asr.send(pcm)
+            await self.asr.send(ulaw if self._asr_takes_mulaw else pcm)
 
     async def on_dtmf(self, digit: str) -> None:
         self._event(EventKind.DTMF, digit=digit)
@@ -173,6 +183,10 @@ class CallSession:
             async for event in self.asr.events():
                 if isinstance(event, Transcript):
                     await self.turn_detector.on_transcript(event)
+                elif isinstance(event, TurnStarted):
+                    await self.turn_detector.on_turn_started()
+                elif isinstance(event, TurnEnded):
+                    await self.turn_detector.on_turn_ended(event)
                 elif isinstance(event, UtteranceEnd):
                     await self.turn_detector.on_utterance_end()
                 elif isinstance(event, SpeechNotUnderstood) and self.state is State.STREAMING:

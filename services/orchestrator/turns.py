@@ -5,6 +5,9 @@ barge-in if Zylin is audible; speech end: the recognizer is asked for its final 
 the recognizer says *what* (final transcripts accumulate, `speech_final` or UtteranceEnd close
 the turn) and also barges in when its words fall inside a reply. A press of 0 is a turn of its
 own. The engine answers through `TurnHooks`; it never sees VAD events or pending text.
+
+A recognizer with its own turn detection (Flux) adds turn events: a turn's start is a barge-in
+candidate like the VAD's speech start, and the turn's end closes the turn as speech_final does.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from services.asr.base import Transcript
+from services.asr.base import Transcript, TurnEnded
 from services.audio.vad import Vad, VadEvent
 
 
@@ -85,6 +88,19 @@ class TurnDetector:
             await self._close_turn()
 
     async def on_utterance_end(self) -> None:
+        await self._close_turn()
+
+    # --- a recognizer's own turn detection (Flux) ---------------------------------------------------
+
+    async def on_turn_started(self) -> None:
+        """The same barge-in path as the VAD's speech start."""
+        await self._speech_started()
+
+    async def on_turn_ended(self, event: TurnEnded) -> None:
+        text = event.text.strip()
+        if text:
+            self._hooks.on_caller_active()
+            self._pending.append(text)
         await self._close_turn()
 
     async def on_dtmf(self, digit: str) -> None:
