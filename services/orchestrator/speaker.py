@@ -154,6 +154,7 @@ class Speaker:
     latency: TurnLatency
     fallback: SpeechFallback | None = None
     on_event: Callable[..., None] | None = None   # (kind, **detail): the call log's event
+    gate: asyncio.Event | None = None   # a speculative reply: synthesize now, send once it is set
     sentences: list[SpokenSentence] = field(default_factory=list)
     _inbox: asyncio.Queue[tuple[str, Message | None] | None] = field(default_factory=asyncio.Queue)
     _jobs: asyncio.Queue[Synthesis | None] = field(default_factory=asyncio.Queue)
@@ -263,6 +264,8 @@ class Speaker:
     async def _send_audio(self, sentence: SpokenSentence, ulaw: bytes) -> None:
         if not ulaw:
             return
+        if self.gate is not None and not self.gate.is_set():
+            await self.gate.wait()
         await send_frames(self.sender, ulaw)
         now = time.monotonic()
         if sentence.first_sent_at is None:
