@@ -30,8 +30,13 @@ def model(request: dict) -> ChatReply:
     """The fake model: a message is taken with a tool; a booking question is answered in words."""
     last = request["messages"][-1]
     if last["role"] == "tool":
+        calls = {c["id"]: c["function"]["name"] for m in request["messages"] for c in m.get("tool_calls") or []}
+        if calls[last["tool_call_id"]] == "check_availability":
+            return ChatReply.text("Let me see what's free.")
         return ChatReply.text("I've passed your message on.")
     said = last["content"].lower()
+    if "anything free" in said:
+        return ChatReply.tool_calls(("check_availability", {"service": "Cleaning", "date": "tomorrow"}))
     if "message" in said:
         return ChatReply.tool_calls(("take_message", MESSAGE), text=["Of course, ", "let me write that down."])
     if "thursday" in said:
@@ -220,3 +225,18 @@ async def test_a_mid_sentence_pause_is_one_turn_answered_once():
     assert [t.text for t in turns_of(record, "caller")] == ["I'd like to book on Thursday."]
     assert [t.text for t in turns_of(record, "zylin")][1:] == ["Thursday works. What time suits you?"]
     assert turns_of(record, "caller")[0].latency.speculative
+
+
+async def test_a_read_only_tool_may_run_while_the_reply_is_still_speculative():
+    asked = "Do you have anything free tomorrow?"
+    async with flux_call() as (zylin, _, openai, twilio, session, call_sid):
+        await session.send_turn_info("EagerEndOfTurn", asked, start=1.0, end=2.0)
+        eager_at = time.monotonic()
+        await wait_for(lambda: tools_run(zylin.recorder.calls.get(call_sid)) == ["check_availability"])
+        assert twilio.media_since(eager_at) == 0
+        await session.send_turn_info("EndOfTurn", asked, start=1.0, end=2.0)
+        await twilio.wait_marks(2)
+    record = await zylin.recorder.wait_ended(call_sid)
+
+    assert tools_run(record) == ["check_availability"]
+    assert [t.text for t in turns_of(record, "zylin")][1:] == ["Let me see what's free."]
