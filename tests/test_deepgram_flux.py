@@ -170,6 +170,19 @@ async def test_finalize_is_not_passed_on_and_close_sends_close_stream(deepgram, 
     assert [e async for e in recognizer.events()] == []
 
 
+async def test_a_connection_lost_after_an_eager_end_ends_the_turn_with_its_words(deepgram, recognizers):
+    recognizer = await recognizers(deepgram)
+    session = await deepgram.wait_session(0)
+    await session.send_turn_info("EagerEndOfTurn", "Is Thursday free?", start=0.5, end=1.0, confidence=0.6)
+    eager, = await next_events(recognizer, 1)
+    await session.drop()
+
+    ended, = await next_events(recognizer, 1)
+    assert eager == EagerTurnEnd("Is Thursday free?", 0.6, 0.5, 1.0)
+    assert ended == TurnEnded("Is Thursday free?", 0.6, 0.5, 1.0)
+    await deepgram.wait_session(1)   # and the stream is reopened
+
+
 # --- refusals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("query, problem", [
     ("model=nova-3&encoding=mulaw&sample_rate=8000", b"not a Flux model"),

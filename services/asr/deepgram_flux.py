@@ -8,7 +8,9 @@ machinery (backlog, reconnects, call time across connections) is services/asr/de
 
 Flux takes mu-law 8 kHz as Twilio sends it, so the engine hands the frames over undecoded. The
 engine's `finalize()` (its VAD heard silence) is not passed on: Flux's own end of turn is the
-point of using it, and ForceEndTurn would overrule it.
+point of using it, and ForceEndTurn would overrule it. A connection lost after an EagerEndOfTurn
+that Flux had not yet confirmed or taken back ends that turn with the eager words: the new
+connection cannot know them, and Flux was fairly sure.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class FluxRecognizer(DeepgramStream):
         super().__init__(api_key=api_key, base_url=base_url,
                          params=flux_query(model, eot_threshold, eager_eot_threshold, eot_timeout_ms, keyterms),
                          **stream)
+        self._eager: EagerTurnEnd | None = None   # an eager end not yet confirmed or taken back
 
     def _connect(self) -> Any:
         return self._client.listen.v2.connect(**self.params)
@@ -79,6 +82,13 @@ class FluxRecognizer(DeepgramStream):
 
     async def finalize(self) -> None:
         """Not passed on: Flux decides where the turn ends (see the module docstring)."""
+
+    async def _serve(self, socket) -> str:
+        dropped = await super()._serve(socket)
+        if dropped and self._eager is not None:
+            eager, self._eager = self._eager, None
+            self._events.put_nowait(TurnEnded(eager.text, eager.confidence, eager.start_s, eager.end_s))
+        return dropped
 
     def _on_message(self, message: object, offset: float) -> None:
         if isinstance(message, ListenV2TurnInfo):
@@ -105,10 +115,13 @@ class FluxRecognizer(DeepgramStream):
                                                    confidence=_word_confidence(message),
                                                    start_s=start, end_s=end))
         elif event == "EagerEndOfTurn":
-            self._events.put_nowait(EagerTurnEnd(text, confidence, start, end))
+            self._eager = EagerTurnEnd(text, confidence, start, end)
+            self._events.put_nowait(self._eager)
         elif event == "TurnResumed":
+            self._eager = None
             self._events.put_nowait(TurnResumed(end))
         elif event == "EndOfTurn":
+            self._eager = None
             self._events.put_nowait(TurnEnded(text, confidence, start, end))
         else:  # an open enum: a newer event this code does not know yet
             log.debug("ignored Flux turn event%s: %s", self._who, event)
