@@ -29,6 +29,9 @@ def build_recognizer(settings: Settings, profile: BusinessProfile,
                      call_params: Mapping[str, str]) -> SpeechRecognizer:
     """One recognizer per call; the mock takes its words from the call's `mockScript`."""
     name = settings.provider("asr")
+    if name == "deepgram" and settings.uses_flux:
+        from services.asr.deepgram_flux import FluxRecognizer
+        return FluxRecognizer(**flux_arguments(settings, profile), call_sid=call_params.get("callSid", ""))
     if name == "deepgram":
         from services.asr.deepgram import DeepgramRecognizer
         return DeepgramRecognizer(**deepgram_arguments(settings, profile), call_sid=call_params.get("callSid", ""))
@@ -47,6 +50,14 @@ def deepgram_arguments(settings: Settings, profile: BusinessProfile) -> dict[str
     return dict(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
                 model=settings.deepgram_model, endpointing_ms=settings.deepgram_endpointing_ms,
                 utterance_end_ms=settings.deepgram_utterance_end_ms, keyterms=keyterms(profile))
+
+
+def flux_arguments(settings: Settings, profile: BusinessProfile) -> dict[str, Any]:
+    """FluxRecognizer's arguments: DEEPGRAM_MODEL, the FLUX_* settings and the profile's keyterms."""
+    return dict(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
+                model=settings.deepgram_model, eot_threshold=settings.flux_eot_threshold,
+                eager_eot_threshold=settings.flux_eager_eot_threshold,
+                eot_timeout_ms=settings.flux_eot_timeout_ms, keyterms=keyterms(profile))
 
 
 def build_brain(settings: Settings, profile: BusinessProfile) -> Brain:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from services.asr.base import Transcript
+from services.asr.base import EagerTurnEnd, Transcript, TurnEnded
 from services.audio.vad import EnergyVad
 from services.orchestrator.turns import TurnDetector
 from services.receptionist.backchannels import Words, classify, normalize
@@ -54,6 +54,12 @@ class Hooks:
 
     def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
         self.calls.append(("turn", text, speech_end, closed_at))
+
+    def on_speculate(self, text: str, speech_end: float) -> None:
+        self.calls.append(("speculate", text))
+
+    def drop_speculation(self) -> None:
+        self.calls.append(("drop",))
 
     def kinds(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -376,3 +382,42 @@ def test_words_over_zylin_are_listening_asking_or_talking(text: str, kind: Words
 def test_words_are_compared_without_case_punctuation_or_long_mms() -> None:
     assert normalize("Mm-HMM... Okay!") == ["mhm", "okay"]
     assert normalize("Hmmm?") == ["mhm"]
+# --- Flux's own turn events ---------------------------------------------------------------------
+
+async def test_a_flux_turn_start_over_a_reply_takes_the_vad_s_barge_in_path() -> None:
+    hooks = Hooks(since=1.0)
+    await detector(hooks).on_turn_started()
+    assert hooks.calls == [("active",), ("barge_in", "voice")]
+
+
+async def test_an_eager_end_speculates_and_the_turn_s_end_hands_the_turn_over() -> None:
+    hooks = Hooks()
+    turns = detector(hooks)
+    await turns.on_eager_turn_end(EagerTurnEnd("I'd like to book a cleaning."))
+    await turns.on_turn_ended(TurnEnded("I'd like to book a cleaning."))
+    assert hooks.kinds() == ["speculate", "active", "turn"]
+    assert hooks.turns()[0][1] == "I'd like to book a cleaning."
+
+
+async def test_a_resumed_turn_drops_the_speculation() -> None:
+    hooks = Hooks()
+    turns = detector(hooks)
+    await turns.on_eager_turn_end(EagerTurnEnd("I'd like to book"))
+    turns.on_turn_resumed()
+    assert hooks.kinds() == ["speculate", "drop"]
+
+
+async def test_no_speculation_while_zylin_is_audible_nor_on_no_words() -> None:
+    hooks = Hooks(since=1.0)
+    await detector(hooks).on_eager_turn_end(EagerTurnEnd("Thanks."))
+    quiet = Hooks()
+    await detector(quiet).on_eager_turn_end(EagerTurnEnd("  "))
+    assert hooks.calls == [] and quiet.calls == []
+
+
+async def test_a_turn_that_ends_without_words_or_while_no_turns_are_taken_drops_the_speculation() -> None:
+    hooks = Hooks()
+    await detector(hooks).on_turn_ended(TurnEnded(""))
+    ending = Hooks(taking=False)
+    await detector(ending).on_turn_ended(TurnEnded("Hello?"))
+    assert hooks.kinds() == ["drop"] and ending.kinds() == ["active", "drop"]

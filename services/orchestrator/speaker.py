@@ -157,6 +157,7 @@ class Speaker:
     latency: TurnLatency
     fallback: SpeechFallback | None = None
     on_event: Callable[..., None] | None = None   # (kind, **detail): the call log's event
+    gate: asyncio.Event | None = None   # a speculative reply: synthesize now, send once it is set
     sentences: list[SpokenSentence] = field(default_factory=list)
     _inbox: asyncio.Queue[tuple[str, Message | None] | None] = field(default_factory=asyncio.Queue)
     _jobs: asyncio.Queue[Synthesis | None] = field(default_factory=asyncio.Queue)
@@ -266,6 +267,8 @@ class Speaker:
     async def _send_audio(self, sentence: SpokenSentence, ulaw: bytes) -> None:
         if not ulaw:
             return
+        if self.gate is not None and not self.gate.is_set():
+            await self.gate.wait()
         first = self.latency.first_audio_at is None
         await send_frames(self.sender, ulaw, start_mark(self.gen) if first else None)
         now = time.monotonic()

@@ -8,6 +8,11 @@ caller really takes the turn, otherwise Zylin carries on and the call's record s
 made only of backchannels said over a reply is dropped, so Zylin never answers "mm-hm". A press
 of 0 is a turn of its own. The engine answers through `TurnHooks`; it never sees VAD events or
 pending text.
+
+A recognizer with its own turn detection (Flux) adds turn events: a turn's start is a barge-in
+candidate like the VAD's speech start, a probable end starts a speculative reply (not while
+Zylin is audible), a resumed turn drops it, and the turn's end closes the turn as speech_final
+does (the engine commits the speculative reply if it answered the same words).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from services.asr.base import Transcript
+from services.asr.base import EagerTurnEnd, Transcript, TurnEnded
 from services.audio.vad import Vad, VadEvent
 from services.orchestrator.interruption import InterruptionPolicy, Overlap
 from services.receptionist.backchannels import Words, classify
@@ -55,6 +60,14 @@ class TurnHooks(Protocol):
 
     def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
         """The caller's turn is complete: answer `text` (speech_end and closed_at are monotonic)."""
+        ...
+
+    def on_speculate(self, text: str, speech_end: float) -> None:
+        """The turn has probably ended with `text`: prepare the reply, send nothing yet."""
+        ...
+
+    def drop_speculation(self) -> None:
+        """The caller went on (or the turn ended with no words): the prepared reply is void."""
         ...
 
 
@@ -116,6 +129,30 @@ class TurnDetector:
     async def on_utterance_end(self) -> None:
         await self._close_turn()
 
+    # --- a recognizer's own turn detection (Flux) ---------------------------------------------------
+
+    async def on_turn_started(self) -> None:
+        """The same barge-in path as the VAD's speech start."""
+        await self._speech_started()
+
+    async def on_eager_turn_end(self, event: EagerTurnEnd) -> None:
+        text = event.text.strip()
+        hooks = self._hooks
+        if not text or self._pending or not hooks.taking_turns() or hooks.speaking_since() is not None:
+            return  # nothing to say yet, or Zylin is audible: wait for the turn's end
+        hooks.on_speculate(text, self.vad.last_voiced_at or time.monotonic())
+
+    def on_turn_resumed(self) -> None:
+        self._hooks.drop_speculation()
+
+    async def on_turn_ended(self, event: TurnEnded) -> None:
+        text = event.text.strip()
+        if text:
+            self._hooks.on_caller_active()
+            self._pending.append(text)
+        if not await self._close_turn():
+            self._hooks.drop_speculation()
+
     async def on_dtmf(self, digit: str) -> None:
         if digit == "0":
             self._hooks.on_caller_active()
@@ -166,12 +203,12 @@ class TurnDetector:
         self._over = None
         await self._hooks.on_barge_in(why)
 
-    async def _close_turn(self, speech_end: float | None = None) -> None:
+    async def _close_turn(self, speech_end: float | None = None) -> bool:
         """The caller finished a turn: hand it over. Once per turn (the pending text is consumed);
-        while the engine takes no turns the words wait for the next close."""
+        while the engine takes no turns the words wait for the next close. Whether it was handed."""
         hooks = self._hooks
         if not self._pending or not hooks.taking_turns():
-            return
+            return False
         now = time.monotonic()
         text = " ".join(self._pending)
         self._pending.clear()
@@ -180,8 +217,9 @@ class TurnDetector:
             over, self._over = self._over, None
             speech_ms = over.speech_ms if over is not None else 0
             hooks.on_interruption_ignored(NotAnInterruption.BACKCHANNEL, text, speech_ms)
-            return
+            return False
         self._over = None
         if hooks.speaking_since() is not None:
             await self._barge_in(BargeIn.NEW_TURN)  # the caller went on (or pressed 0) while Zylin answered
         hooks.on_turn(text, speech_end or self.vad.last_voiced_at or now, now)
+        return True
