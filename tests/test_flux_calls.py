@@ -76,8 +76,9 @@ class Twilio:
         return sum(n for at, n in self.media if at > t)
 
     async def wait_marks(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` sentence marks came back (a reply's `<gen>.start` mark is not counted)."""
         async with asyncio.timeout(timeout):
-            while len(self.marks) < count:
+            while len([m for m in self.marks if not m.endswith(".start")]) < count:
                 await asyncio.sleep(0.01)
 
     async def _send(self) -> None:

@@ -384,10 +384,21 @@ def test_words_are_compared_without_case_punctuation_or_long_mms() -> None:
     assert normalize("Hmmm?") == ["mhm"]
 # --- Flux's own turn events ---------------------------------------------------------------------
 
-async def test_a_flux_turn_start_over_a_reply_takes_the_vad_s_barge_in_path() -> None:
+async def test_a_flux_turn_start_over_a_reply_is_judged_like_the_vad_s_speech_start() -> None:
     hooks = Hooks(since=1.0)
-    await detector(hooks).on_turn_started()
-    assert hooks.calls == [("active",), ("barge_in", "voice")]
+    turns = detector(hooks)
+    await turns.on_turn_started()
+    assert hooks.calls == [("active",)], "a candidate: judged as an overlap, not a barge-in yet"
+    await turns.on_transcript(words("Wait", final=False, end_s=5.0))
+    assert hooks.calls[-1] == ("barge_in", "interrupting word")
+
+
+async def test_a_flux_turn_start_does_not_restart_the_overlap_the_vad_opened() -> None:
+    line = Line(Hooks(since=0.0))
+    await line.speak(MIN_SPEECH_MS // 20 - 1)
+    await line.turns.on_turn_started()   # Flux hears the same speech a little later
+    await line.speak(1)
+    assert line.barged_at == MIN_SPEECH_MS // 20, "timed from the VAD's onset, not from StartOfTurn"
 
 
 async def test_an_eager_end_speculates_and_the_turn_s_end_hands_the_turn_over() -> None:

@@ -132,8 +132,12 @@ class TurnDetector:
     # --- a recognizer's own turn detection (Flux) ---------------------------------------------------
 
     async def on_turn_started(self) -> None:
-        """The same barge-in path as the VAD's speech start."""
-        await self._speech_started()
+        """A barge-in candidate, judged like the VAD's speech start; an overlap the VAD already
+        opened is not started over (its onset stands)."""
+        if self._over is None:
+            await self._speech_started()
+        else:
+            self._hooks.on_caller_active()
 
     async def on_eager_turn_end(self, event: EagerTurnEnd) -> None:
         text = event.text.strip()
