@@ -676,6 +676,7 @@ async def run_load(server: Any, n: int, *, ramp_s: float | None = None, warm_s: 
         "gc_pause": window.get("gc_pause"), "db_writes": window.get("db_writes"),
         "turns": window["turns"], "greetings_ms": ended["greetings"],
         "calls_ended": ended["calls_ended"], "streams_left_open": after["streams_open"],
+        "vad_runs": window.get("vad_runs"), "vad_windows": window.get("vad_windows"),
     }
     return out
 

@@ -8,6 +8,7 @@ or from Zylin's own voice coming back at -25 dB; a caller's line starts speech w
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import numpy as np
@@ -31,7 +32,7 @@ from bench.turn_corpus import (
     to_ulaw,
 )
 from services.audio.codec import ulaw_to_pcm
-from services.audio.silero_vad import SileroVad, shared_model
+from services.audio.silero_vad import SileroModel, SileroVad, WindowBatch, shared_batch, shared_model
 from services.audio.vad import EnergyVad, Vad, VadEvent, make_vad
 from services.settings import Settings
 
@@ -202,3 +203,123 @@ def test_a_quiet_line_costs_no_inference_and_a_voice_costs_one_per_window() -> N
     for frame in frames(tone):  # 50 loud frames = 8,000 samples = 31 windows of 256
         vad.update(frame, 0.0)
     assert counting.calls == 31
+
+
+# --- the windows of many calls in one run (WindowBatch) ------------------------------------------------
+
+LINES = ["How much is a cleaning?", "I need to cancel my appointment on Friday.", "Do you take walk-ins?",
+         "Can I speak to someone, please?", "What time do you close today?"]
+
+
+class Recorded(SileroVad):
+    """A detector that keeps every window's probability, in order."""
+
+    def __init__(self, batch: WindowBatch | None) -> None:
+        super().__init__(shared_model(), min_rms=400, start_frames=3, end_silence_frames=15, batch=batch)
+        self.windows: list[float] = []
+
+    def update(self, frame_pcm: bytes, now: float) -> VadEvent | None:
+        before = self.probability, self._fill
+        event = super().update(frame_pcm, now)
+        if self._batch is None and self._fill < before[1] and self._fresh is False:
+            self.windows.append(self.probability)   # inline: this frame completed a loud window
+        return event
+
+    def _resolved(self, probability: float) -> None:
+        super()._resolved(probability)
+        self.windows.append(probability)
+
+
+def caller_frames(k: int) -> list[bytes]:
+    """Call k's line: simulated speech with quiet between the lines, offset so that the calls'
+    windows complete on different frames."""
+    from services.simulator.voice import speech_pcm
+
+    quiet = b"\x00\x00" * FRAME
+    pcm = quiet * (3 + k) + b"".join(speech_pcm(line, seed=k) + quiet * 40 for line in LINES[k:] + LINES[:k])
+    return [pcm[i:i + 2 * FRAME] for i in range(0, len(pcm) - 2 * FRAME + 1, 2 * FRAME)]
+
+
+def interleave(vads: list[Recorded], lines: list[list[bytes]], leave: dict[int, int] | None = None,
+               ) -> list[list[tuple[int, VadEvent, float]]]:
+    """One frame of every call per 20 ms tick, as the event loop serves them; (tick, event,
+    last_voiced_at) per call, as `update` returns them. `leave`: call -> the tick it hangs up at."""
+    out: list[list[tuple[int, VadEvent, float]]] = [[] for _ in vads]
+    for t in range(max(map(len, lines))):
+        for c, (vad, frames) in enumerate(zip(vads, lines, strict=True)):
+            if t < len(frames) and t < (leave or {}).get(c, len(frames)):
+                if (event := vad.update(frames[t], t * 0.02)) is not None:
+                    out[c].append((t, event, vad.last_voiced_at))
+    return out
+
+
+def test_batched_windows_give_every_call_the_probabilities_and_events_it_gets_alone() -> None:
+    lines = [caller_frames(k) for k in range(len(LINES))]
+    alone = [Recorded(None) for _ in lines]
+    batch = WindowBatch(shared_model(), limit=4)   # 5 calls: full batches run at once, the rest at the next frame
+    batched = [Recorded(batch) for _ in lines]
+    expected, got = interleave(alone, lines), interleave(batched, lines)
+    batch.run()
+    assert batch.runs > 0 and batch.windows / batch.runs > 2   # they did share runs
+    for a, b, want, have in zip(alone, batched, expected, got, strict=True):
+        assert len(b.windows) == len(a.windows) > 100
+        np.testing.assert_allclose(b.windows, a.windows, atol=1e-5)
+        np.testing.assert_allclose(b._state.lstm, a._state.lstm, atol=1e-5)
+        assert VadEvent.SPEECH_START in [e for _, e, _ in want]
+        assert [e for _, e, _ in have] == [e for _, e, _ in want]
+        assert all(0 <= h[0] - w[0] <= 1 for h, w in zip(have, want, strict=True))  # at most a frame late
+        assert any(h[0] > w[0] for h, w in zip(have, want, strict=True))
+        assert b.last_voiced_at == a.last_voiced_at and b.speaking == a.speaking
+
+
+def test_a_call_that_hangs_up_with_a_window_in_the_batch_does_not_hold_up_the_others() -> None:
+    lines = [caller_frames(k) for k in range(3)]
+    probe = Recorded(WindowBatch(shared_model()))
+    for t, frame in enumerate(lines[2]):   # a frame of call 2's first line that leaves a window waiting
+        probe.update(frame, t * 0.02)
+        if t >= 40 and probe._waiting:
+            break
+    leave = {2: t + 1}  # call 2 (served last in each tick) hangs up right after that frame
+    batch = WindowBatch(shared_model())
+    batched = [Recorded(batch) for _ in lines]
+    alone = [Recorded(None) for _ in lines]
+    expected, got = interleave(alone, lines, leave), interleave(batched, lines, leave)
+    assert not batched[2]._waiting   # the others' next frames ran its window with theirs
+    del batched[2], alone[2]
+    for a, b, want, have in zip(alone, batched, expected[:2], got[:2], strict=True):
+        np.testing.assert_allclose(b.windows, a.windows, atol=1e-5)
+        assert [e for _, e, _ in have] == [e for _, e, _ in want]
+
+
+def test_a_lone_call_runs_each_window_on_its_own() -> None:
+    batch = WindowBatch(shared_model())
+    vad, alone = Recorded(batch), Recorded(None)
+    frames = caller_frames(0)[:200]
+    interleave([vad], [frames]), interleave([alone], [frames])
+    batch.run()
+    assert batch.runs == batch.windows == len(vad.windows) == len(alone.windows)
+    assert vad.windows == alone.windows   # the same single-window run, not a batch of one
+
+
+def test_a_failed_batch_counts_as_silence_and_leaves_no_call_waiting(caplog) -> None:
+    class Broken(SileroModel):
+        def infer_batch(self, samples, lstm):
+            raise RuntimeError("onnxruntime fell over")
+
+    batch = WindowBatch(Broken())
+    vads = [SileroVad(batch.model, batch=batch) for _ in range(2)]
+    tone = (np.sin(np.arange(2 * FRAME) * 0.3) * 8000).astype(np.int16).tobytes()
+    for _ in range(2):
+        for vad in vads:
+            vad.update(tone, 0.0)
+    batch.run()
+    assert "failed on a batch of 2 windows" in caplog.text
+    assert all(not v._waiting and v.probability == 0.0 for v in vads)
+
+
+async def test_calls_in_the_event_loop_share_the_process_batch() -> None:
+    a, b = neural(), neural()
+    assert isinstance(a, SileroVad) and isinstance(b, SileroVad)
+    assert a._batch is b._batch is shared_batch()
+    offline = await asyncio.to_thread(neural)   # no event loop in that thread: each window at once
+    assert isinstance(offline, SileroVad) and offline._batch is None

@@ -9,6 +9,7 @@ Both take the 20 ms PCM16 frame that `CallSession.on_media` has just decoded.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -102,8 +103,14 @@ def make_vad(settings: Settings) -> Vad:
     end = max(1, settings.vad_end_silence_ms // FRAME_MS)
     if energy:
         return EnergyVad(settings.vad_threshold_rms, start_frames=start, end_silence_frames=end)
-    from services.audio.silero_vad import SileroVad, shared_model  # not imported by energy-only deployments
+    # not imported by energy-only deployments
+    from services.audio.silero_vad import SileroVad, shared_batch, shared_model
 
+    try:  # a call's detector, made in the event loop, runs its windows with every other call's
+        asyncio.get_running_loop()
+        batch = shared_batch()
+    except RuntimeError:  # offline scoring: each window at once, `score` current after every frame
+        batch = None
     return SileroVad(shared_model(), threshold=settings.vad_speech_threshold,
                      neg_threshold=settings.vad_silence_threshold, start_frames=start, end_silence_frames=end,
-                     min_rms=settings.vad_min_rms)
+                     min_rms=settings.vad_min_rms, batch=batch)
