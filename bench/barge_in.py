@@ -3,7 +3,7 @@
     python -m bench.barge_in [--vad neural,energy] [--interim-ms 300,500] [--json PATH]
 
 Each clip is fed, one 20 ms frame at a time, to a call's real turn-taking: the `TurnDetector`
-with the VAD the server builds (`make_vad`, default settings), while Zylin is audible throughout.
+with the VAD the server builds (`build_vad`, default settings), while Zylin is audible throughout.
 A recognizer stand-in gives a caller line's words as Deepgram's streaming results come: an
 interim result every `--interim-ms` of speech from the line's onset (the words said by then, at
 ~15 characters a second), the final one 400 ms after its end; sound that is no caller line
@@ -52,8 +52,8 @@ from bench.turn_corpus import (
 )
 from services.asr.base import Transcript
 from services.audio.codec import TWILIO_RATE
-from services.audio.vad import make_vad
 from services.orchestrator.turns import INTERRUPT_MIN_SPEECH_MS, TurnDetector
+from services.providers import build_vad
 from services.settings import Settings
 
 BACKCHANNELS = ["Mm-hmm.", "Uh-huh.", "Okay.", "Yeah.", "Right.", "I see.", "Got it.", "Sure."]
@@ -133,7 +133,7 @@ def transcripts(line: Spoken | None, interim_frames: int) -> dict[int, list[Tran
 
 async def play(clip: Clip, line: Spoken | None, vad_name: str, interim_ms: int, min_speech_ms: int) -> Hooks:
     hooks = Hooks(rearm=line is None)
-    turns = TurnDetector(make_vad(Settings(_env_file=None, vad=vad_name)), hooks, person_request="",
+    turns = TurnDetector(build_vad(Settings(_env_file=None, vad=vad_name)), hooks, person_request="",
                          min_speech_ms=min_speech_ms)
     said = transcripts(line, max(1, interim_ms // 20))
     for i, frame in enumerate(clip.pcm_frames(), start=1):

@@ -167,17 +167,17 @@ def ten() -> Candidate:
 
 
 def zylin() -> Candidate:
-    """The detector as Zylin builds it with the default settings (services/audio/vad.make_vad)."""
+    """The detector as Zylin builds it with the default settings (services/audio/vad.build_vad)."""
     from services.audio.silero_vad import SileroVad
-    from services.audio.vad import make_vad
+    from services.providers import build_vad
     from services.settings import Settings
 
     settings = Settings(_env_file=None, vad="neural")
-    probe = make_vad(settings)
+    probe = build_vad(settings)
     assert isinstance(probe, SileroVad)
 
     def new() -> Scorer:
-        vad = make_vad(settings)
+        vad = build_vad(settings)
         assert isinstance(vad, SileroVad)
 
         def score(pcm: bytes) -> float:

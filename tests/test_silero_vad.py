@@ -33,7 +33,8 @@ from bench.turn_corpus import (
 )
 from services.audio.codec import ulaw_to_pcm
 from services.audio.silero_vad import SileroModel, SileroVad, WindowBatch, shared_batch, shared_model
-from services.audio.vad import EnergyVad, Vad, VadEvent, make_vad
+from services.audio.vad import EnergyVad, Vad, VadEvent
+from services.providers import build_vad
 from services.settings import Settings
 
 needs_espeak = pytest.mark.skipif(not espeak_available() and not os.environ.get("CI"),
@@ -66,7 +67,7 @@ def starts(vad: Vad, x: np.ndarray) -> list[int]:
 
 
 def neural() -> Vad:
-    return make_vad(settings(vad="neural"))
+    return build_vad(settings(vad="neural"))
 
 
 def quiet_line(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,7 +151,7 @@ def test_zylins_own_voice_coming_back_at_minus_25_db_starts_no_speech() -> None:
 
 @needs_espeak
 def test_vad_energy_still_gives_the_energy_detector_and_it_hears_the_line() -> None:
-    vad = make_vad(settings(vad="energy"))
+    vad = build_vad(settings(vad="energy"))
     assert isinstance(vad, EnergyVad) and vad.start_frames == 5 and vad.end_silence_frames == 15
     x, onset, _ = caller_line()
     first = starts(vad, x)
@@ -159,12 +160,12 @@ def test_vad_energy_still_gives_the_energy_detector_and_it_hears_the_line() -> N
 
 def test_the_energy_detector_is_what_noise_fools_and_the_neural_one_is_not() -> None:
     noise = at_dbfs(pink(3 * TWILIO_RATE, np.random.default_rng(7)), -25.0)
-    assert starts(make_vad(settings(vad="energy")), noise) != []
+    assert starts(build_vad(settings(vad="energy")), noise) != []
     assert starts(neural(), noise) == []
 
 
 def test_neural_is_the_default_and_its_thresholds_are_settings() -> None:
-    vad = make_vad(settings(vad_speech_threshold=0.6, vad_silence_threshold=0.4, vad_min_rms=200,
+    vad = build_vad(settings(vad_speech_threshold=0.6, vad_silence_threshold=0.4, vad_min_rms=200,
                             vad_start_ms=100, vad_end_silence_ms=400))
     assert isinstance(vad, SileroVad)
     assert (vad.threshold, vad.neg_threshold, vad.min_rms) == (0.6, 0.4, 200)

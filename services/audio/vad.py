@@ -9,7 +9,6 @@ Both take the 20 ms PCM16 frame that `CallSession.on_media` has just decoded.
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -19,7 +18,7 @@ with warnings.catch_warnings():  # stdlib up to 3.12 (deprecated there), audioop
     import audioop
 
 if TYPE_CHECKING:
-    from services.settings import Settings
+    pass
 
 FRAME_MS = 20
 # Speech start after this much voice in a row, unless VAD_START_MS says otherwise (docs/benchmarks.md
@@ -93,24 +92,3 @@ class EnergyVad(Hysteresis):
 
     def update(self, frame_pcm: bytes, now: float) -> VadEvent | None:
         return self.step(audioop.rms(frame_pcm, 2), now)
-
-
-def make_vad(settings: Settings) -> Vad:
-    """The detector VAD names, with its settings (a new one per call: the state is the call's)."""
-    energy = settings.vad == "energy"
-    start_ms = settings.vad_start_ms or (ENERGY_START_MS if energy else NEURAL_START_MS)
-    start = max(1, start_ms // FRAME_MS)
-    end = max(1, settings.vad_end_silence_ms // FRAME_MS)
-    if energy:
-        return EnergyVad(settings.vad_threshold_rms, start_frames=start, end_silence_frames=end)
-    # not imported by energy-only deployments
-    from services.audio.silero_vad import SileroVad, shared_batch, shared_model
-
-    try:  # a call's detector, made in the event loop, runs its windows with every other call's
-        asyncio.get_running_loop()
-        batch = shared_batch()
-    except RuntimeError:  # offline scoring: each window at once, `score` current after every frame
-        batch = None
-    return SileroVad(shared_model(), threshold=settings.vad_speech_threshold,
-                     neg_threshold=settings.vad_silence_threshold, start_frames=start, end_silence_frames=end,
-                     min_rms=settings.vad_min_rms, batch=batch)

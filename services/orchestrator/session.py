@@ -31,7 +31,6 @@ from services.asr.base import (
     takes_mulaw,
 )
 from services.audio.codec import FRAME_MS, OutboundEncoder, ulaw_to_pcm
-from services.audio.vad import make_vad
 from services.llm.base import Brain, BrainError, Message, ToolCall
 from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.generation import run_turn
@@ -40,6 +39,7 @@ from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, Turn
 from services.orchestrator.reply import Reply, ReplyState
 from services.orchestrator.speaker import START_MARK, Speaker, SpeechFallback, SpokenSentence, send_frames, start_mark
 from services.orchestrator.turns import TurnDetector
+from services.providers import build_vad
 from services.receptionist.lines import (
     ASR_DOWN_LINE,
     DTMF_PERSON,
@@ -98,7 +98,7 @@ class CallSession:
         self.turns: list[TurnRecord] = []
         self.ended = asyncio.Event()
         self.end_reason = ""
-        self.vad = make_vad(settings)
+        self.vad = build_vad(settings)
         self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON,
                                           min_speech_ms=settings.interrupt_min_speech_ms)
         self.asr_failed = False
