@@ -59,6 +59,7 @@ def step_row(r: dict[str, Any]) -> dict[str, Any]:
         "gen_lag_p99": g["gen_lag"]["p99"], "gen_cpu": r["gen_cpu_pct"],
         "other_cpu": r["other_cpu_pct"], "steal": r.get("steal_pct"), "ok": ok,
         "db_writes_s": (s.get("db_writes") or 0) / r["window_s"],
+        "vad_batch": s["vad_windows"] / s["vad_runs"] if s.get("vad_runs") else None,
     }
 
 
@@ -69,7 +70,8 @@ BOUNDS = [("n", "calls"), ("ok", "within bounds"), ("lag_p50", "lag p50 ms"), ("
           ("greeting_p99", "greeting p99 ms")]
 COSTS = [("n", "calls"), ("cpu", "server CPU %"), ("loop_cpu", "event-loop thread CPU % (per process)"),
          ("loop_us", "loop us per frame"), ("fps", "frames/s in"), ("rss", "RSS MB"),
-         ("rss_per_call", "MB/call"), ("db_writes_s", "db writes/s"), ("gc2_max", "gc gen2 max ms"),
+         ("rss_per_call", "MB/call"), ("db_writes_s", "db writes/s"), ("vad_batch", "VAD windows per run"),
+         ("gc2_max", "gc gen2 max ms"),
          ("gen_lag_p99", "generator lag p99 ms"), ("gen_cpu", "generator CPU %"),
          ("other_cpu", "other CPU %"), ("steal", "steal %")]
 

@@ -69,8 +69,12 @@ class Speech:
     """A caller line pre-cut into base64 frames (`voiced` = frames carrying the line)."""
 
     def __init__(self, text: str, seed: int) -> None:
-        from services.simulator.voice import speech_ulaw
-        ulaw = speech_ulaw(text, seed=seed)
+        if os.environ.get("ZYLIN_BENCH_VOICE") == "espeak":  # real speech, for the neural VAD (docs/benchmarks.md §6)
+            from bench.turn_corpus import spoken_ulaw
+            ulaw = spoken_ulaw(text)
+        else:
+            from services.simulator.voice import speech_ulaw
+            ulaw = speech_ulaw(text, seed=seed)
         self.text = text
         self.frames = [base64.b64encode(ulaw[i:i + FRAME_BYTES]).decode()
                        for i in range(0, len(ulaw), FRAME_BYTES)]
@@ -672,6 +676,7 @@ async def run_load(server: Any, n: int, *, ramp_s: float | None = None, warm_s: 
         "gc_pause": window.get("gc_pause"), "db_writes": window.get("db_writes"),
         "turns": window["turns"], "greetings_ms": ended["greetings"],
         "calls_ended": ended["calls_ended"], "streams_left_open": after["streams_open"],
+        "vad_runs": window.get("vad_runs"), "vad_windows": window.get("vad_windows"),
     }
     return out
 

@@ -19,3 +19,4 @@ fi
 run gc_pause gc_pause
 run memory memory
 run realistic realistic
+run barge_in barge_in --min-speech-ms 250,300,350

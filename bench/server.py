@@ -27,6 +27,7 @@ ZYLIN_BENCH_BRAIN_BURST=1      the mock brain hands over its words without a loo
 ZYLIN_BENCH_TTS_PACE=2         the TTS streams at most 2x real time after its first chunk
 ZYLIN_BENCH_SWITCH_INTERVAL=s  sys.setswitchinterval(s) (GIL hand-over between threads)
 ZYLIN_BENCH_SAMPLE_EVERY=4     time every 4th stream frame by frame (1: every stream)
+ZYLIN_BENCH_VAD_BATCH=1        at most 1 neural-VAD window per model run: each alone, as before batching
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Stats:
         self.frames = 0
         self.since = time.monotonic()
         self.cpu_since = cpu_seconds()
+        self.vad_since = _vad_batch()
 
     def reset(self, greetings: bool = True) -> None:
         self.lag.reset()
@@ -90,9 +92,11 @@ class Stats:
         self.db_writes = 0
         self.since = time.monotonic()
         self.cpu_since = cpu_seconds()
+        self.vad_since = _vad_batch()
 
     def as_dict(self) -> dict[str, Any]:
         wall = time.monotonic() - self.since
+        runs, windows = (now - then for now, then in zip(_vad_batch(), self.vad_since, strict=True))
         return {
             "window_s": round(wall, 3),
             "cpu_pct": round(100.0 * (cpu_seconds() - self.cpu_since) / wall, 1) if wall > 0 else None,
@@ -102,7 +106,17 @@ class Stats:
             "lag": self.lag.to_json(), "handling": self.handling.to_json(),
             "gc_pause": {g: h.as_dict() for g, h in self.gc_pause.items()},
             "turns": list(self.turns), "greetings": list(self.greetings),
+            "vad_runs": runs, "vad_windows": windows,
         }
+
+
+def _vad_batch() -> tuple[int, int]:
+    """The neural VAD's model runs and the windows they carried, so far (0, 0 if it is not loaded)."""
+    module = sys.modules.get("services.audio.silero_vad")
+    if module is None:
+        return 0, 0
+    batch = module.shared_batch()
+    return batch.runs, batch.windows
 
 
 STATS = Stats()
@@ -410,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()
         if os.environ.get("ZYLIN_BENCH_SWITCH_INTERVAL"):
             sys.setswitchinterval(float(os.environ["ZYLIN_BENCH_SWITCH_INTERVAL"]))
+        if os.environ.get("ZYLIN_BENCH_VAD_BATCH"):
+            from services.audio.silero_vad import shared_batch
+            shared_batch().limit = int(os.environ["ZYLIN_BENCH_VAD_BATCH"])
         gc.callbacks.append(_gc_timer)
         print(f"READY {sock.getsockname()[1]}", flush=True)
 

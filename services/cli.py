@@ -77,7 +77,8 @@ def transcript(detail: CallDetail, tz: ZoneInfo, full_numbers: bool) -> str:
     if events:
         lines.append("")
         lines.extend(f"{_when(e.at, tz, '%H:%M:%S')}  event {e.kind} "
-                     f"{e.detail.get('name', '') or e.detail.get('reason', '') or ''}".rstrip() for e in events)
+                     f"{e.detail.get('name', '') or e.detail.get('reason', '') or e.detail.get('why', '')}".rstrip()
+                     for e in events)
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ _PHONE_LIKE = re.compile(r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\(?\d(?:[\s()
 # A list's items have the list's path. Anything else is caller content, or may be: what the
 # brain passed a tool, and the brain's own reasons, are written from what the caller said.
 LOG_SAFE_PATHS = frozenset({
-    "name", "provider", "spoken_by", "error", "status", "why", "duration_s", "interrupted",
+    "name", "provider", "spoken_by", "error", "status", "why", "duration_s", "interrupted", "speech_ms",
     "arguments.service", "arguments.date", "arguments.time", "arguments.part_of_day",
     "arguments.start", "arguments.new_start", "arguments.urgency",
     "result.ok", "result.retryable", "result.reason", "result.ask", "result.service",

@@ -8,11 +8,13 @@ one with their own retry timings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from services.asr.base import SpeechRecognizer
+from services.audio.vad import ENERGY_START_MS, FRAME_MS, NEURAL_START_MS, EnergyVad, Vad
 from services.llm.base import Brain
 from services.receptionist import lines
 from services.receptionist.persona import keyterms
@@ -29,6 +31,9 @@ def build_recognizer(settings: Settings, profile: BusinessProfile,
                      call_params: Mapping[str, str]) -> SpeechRecognizer:
     """One recognizer per call; the mock takes its words from the call's `mockScript`."""
     name = settings.provider("asr")
+    if name == "deepgram" and settings.uses_flux:
+        from services.asr.deepgram_flux import FluxRecognizer
+        return FluxRecognizer(**flux_arguments(settings, profile), call_sid=call_params.get("callSid", ""))
     if name == "deepgram":
         from services.asr.deepgram import DeepgramRecognizer
         return DeepgramRecognizer(**deepgram_arguments(settings, profile), call_sid=call_params.get("callSid", ""))
@@ -47,6 +52,14 @@ def deepgram_arguments(settings: Settings, profile: BusinessProfile) -> dict[str
     return dict(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
                 model=settings.deepgram_model, endpointing_ms=settings.deepgram_endpointing_ms,
                 utterance_end_ms=settings.deepgram_utterance_end_ms, keyterms=keyterms(profile))
+
+
+def flux_arguments(settings: Settings, profile: BusinessProfile) -> dict[str, Any]:
+    """FluxRecognizer's arguments: DEEPGRAM_MODEL, the FLUX_* settings and the profile's keyterms."""
+    return dict(api_key=settings.deepgram_api_key, base_url=settings.deepgram_base_url,
+                model=settings.deepgram_model, eot_threshold=settings.flux_eot_threshold,
+                eager_eot_threshold=settings.flux_eager_eot_threshold,
+                eot_timeout_ms=settings.flux_eot_timeout_ms, keyterms=keyterms(profile))
 
 
 def build_brain(settings: Settings, profile: BusinessProfile) -> Brain:
@@ -110,3 +123,24 @@ def _synthesizer(name: str, settings: Settings) -> SpeechSynthesizer:
         return AuraSynthesizer(settings)
     from services.tts.mock import MockSynthesizer
     return MockSynthesizer(chars_per_s=settings.mock_tts_chars_per_s, delay_ms=settings.mock_tts_delay_ms)
+
+
+def build_vad(settings: Settings) -> Vad:
+    """The detector VAD names, with its settings (a new one per call: the state is the call's)."""
+    energy = settings.vad == "energy"
+    start_ms = settings.vad_start_ms or (ENERGY_START_MS if energy else NEURAL_START_MS)
+    start = max(1, start_ms // FRAME_MS)
+    end = max(1, settings.vad_end_silence_ms // FRAME_MS)
+    if energy:
+        return EnergyVad(settings.vad_threshold_rms, start_frames=start, end_silence_frames=end)
+    # not imported by energy-only deployments
+    from services.audio.silero_vad import SileroVad, shared_batch, shared_model
+
+    try:  # a call's detector, made in the event loop, runs its windows with every other call's
+        asyncio.get_running_loop()
+        batch = shared_batch()
+    except RuntimeError:  # offline scoring: each window at once, `score` current after every frame
+        batch = None
+    return SileroVad(shared_model(), threshold=settings.vad_speech_threshold,
+                     neg_threshold=settings.vad_silence_threshold, start_frames=start, end_silence_frames=end,
+                     min_rms=settings.vad_min_rms, batch=batch)

@@ -48,7 +48,12 @@ class Runtime:
 
     async def warm_up(self) -> None:
         """Render the greeting and the apology before the first call rings: the greeting so it can
-        start within a few ms, the apology because it is needed exactly when no voice can speak."""
+        start within a few ms, the apology because it is needed exactly when no voice can speak.
+        The neural VAD's model is loaded now too (~50 ms), not on the first call's first frame."""
+        if self.settings.vad == "neural":
+            from services.audio.silero_vad import shared_model
+
+            shared_model()
         try:
             await self.greetings.get(self.profile.greeting)
             self.greeting_ready = True

@@ -53,10 +53,13 @@ class Settings(BaseSettings):
     openai_api_key: str = ""
 
     deepgram_base_url: str = ""          # self-hosted or regional Deepgram (ws/wss base)
-    deepgram_model: str = "nova-3"
+    deepgram_model: str = "nova-3"       # flux-general-en: Flux (listen v2) and its own turn detection
     deepgram_endpointing_ms: int = 300
     deepgram_utterance_end_ms: int = 1000
     deepgram_tts_model: str = "aura-2-thalia-en"
+    flux_eot_threshold: float = 0.7      # Flux: end-of-turn confidence for EndOfTurn (0.5-1.0)
+    flux_eager_eot_threshold: float = 0.5   # Flux: for EagerEndOfTurn, a speculative reply (0.3-0.9; 0 = off)
+    flux_eot_timeout_ms: int = 5000      # Flux: silence that ends a turn whatever the confidence (500-60000)
     openai_base_url: str = ""            # any OpenAI-compatible server
     openai_model: str = "gpt-5.4-mini"
     openai_api: Literal["responses", "chat"] = "responses"   # chat = Chat Completions (compatible servers)
@@ -71,8 +74,17 @@ class Settings(BaseSettings):
     business_profile: str = "business.example.toml"
 
     # --- conversation ---------------------------------------------------------------
-    vad_threshold_rms: int = 500
-    vad_end_silence_ms: int = 300
+    vad: Literal["neural", "energy"] = "neural"   # local speech start/end: Silero VAD, or an RMS threshold
+    vad_speech_threshold: float = 0.5    # neural: speech probability at which a frame counts as voiced
+    vad_silence_threshold: float = 0.35  # neural: while speaking, below this a frame counts as silent
+    vad_min_rms: int = 400               # neural: a quieter frame is silence (Zylin's echo), and costs no inference
+    vad_threshold_rms: int = 500         # energy: frame RMS (PCM16) at which a frame counts as voiced
+    vad_start_ms: int = 0                # voiced this long in a row: speech start; 0 = 60 ms neural, 100 ms energy
+    vad_end_silence_ms: int = 300        # silent this long in a row: speech end (the recognizer finalizes)
+    # Caller speech over Zylin stops it after this much (from its first voiced frame), unless its words
+    # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 300 ms stops 88 % of real
+    # interruptions within 400 ms of their onset with VAD=neural (docs/benchmarks.md §7).
+    interrupt_min_speech_ms: PositiveInt = 300
     idle_timeout_s: float = 10.0
     max_call_s: float = 900.0
     max_tool_rounds: int = 5
@@ -172,6 +184,25 @@ class Settings(BaseSettings):
         return "openai" if self.openai_api_key else "mock"
 
     @property
+    def uses_flux(self) -> bool:
+        """DEEPGRAM_MODEL names a Flux model: the v2 recognizer, with its own turn detection."""
+        return self.deepgram_model.startswith("flux")
+
+    def _check_flux(self) -> None:
+        """Deepgram refuses the whole stream (HTTP 400 at the upgrade) for a value out of its
+        documented range or an eager threshold above the final one: say so at start-up instead."""
+        low, high = 0.5, 1.0
+        if not low <= self.flux_eot_threshold <= high:
+            raise ConfigError(f"FLUX_EOT_THRESHOLD must be within {low}-{high}")
+        eager = self.flux_eager_eot_threshold
+        if eager and not 0.3 <= eager <= 0.9:
+            raise ConfigError("FLUX_EAGER_EOT_THRESHOLD must be 0 (off) or within 0.3-0.9")
+        if eager > self.flux_eot_threshold:
+            raise ConfigError("FLUX_EAGER_EOT_THRESHOLD must not be above FLUX_EOT_THRESHOLD")
+        if not 500 <= self.flux_eot_timeout_ms <= 60000:
+            raise ConfigError("FLUX_EOT_TIMEOUT_MS must be within 500-60000")
+
+    @property
     def all_mock(self) -> bool:
         return all(self.provider(k) == "mock" for k in ("asr", "llm", "tts"))
 
@@ -187,6 +218,8 @@ class Settings(BaseSettings):
             key = needs.get(name)
             if key and not getattr(self, key.lower()):
                 raise ConfigError(f"{kind.upper()}_PROVIDER={name} needs {key}; set it or choose 'mock'")
+        if self.provider("asr") == "deepgram" and self.uses_flux:
+            self._check_flux()
         warnings = []
         if self.twilio_auth_token and not self.twilio_validate_signatures:
             warnings.append("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked")

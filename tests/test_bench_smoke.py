@@ -74,3 +74,15 @@ async def test_realistic_delays_show_up_in_the_parts_of_a_turn():
     assert parts["llm_ttft"]["n"] >= 1
     assert parts["llm_ttft"]["p50"] >= 370 and parts["tts_ttfb"]["p50"] >= 95
     assert parts["overhead"]["p50"] > -1.0
+
+
+def test_the_vad_batch_bench_finds_the_same_events_batched_and_the_model_cheaper_per_window_in_batches():
+    from bench import vad_batch
+
+    costs = vad_batch.model_cost(rounds=1, reps=5)
+    assert [row["batch"] for row in costs] == vad_batch.SIZES and all(row["us_per_window"] > 0 for row in costs)
+    lines = vad_batch.call_lines(4, 2.0, None)
+    alone, batched = vad_batch.feed(lines, False, 8), vad_batch.feed(lines, True, 8)
+    late = vad_batch.lateness(alone["events"], batched["events"])   # raises if the events differ
+    assert late["events"] > 0 and set(late["frames_late"]) <= {0, 1}
+    assert batched["windows_per_run"] > 1

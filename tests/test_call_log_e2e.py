@@ -228,11 +228,17 @@ async def test_what_a_caller_said_is_shown_as_text_never_as_markup():
         sid = "CA" + "d" * 32
         await zylin.storage.calls.open_call(sid, caller="+15550100055")
         await zylin.storage.calls.add_turn(sid, TurnRow(0, "caller", "<script>alert('hi')</script>", utcnow()))
+        await zylin.storage.calls.add_event(sid, "interruption_ignored", {
+            "why": "backchannel", "words": "<b>mm-hm</b>", "speech_ms": 420}, utcnow())
+        await zylin.storage.calls.add_event(sid, "barge_in", {"why": "interrupting word", "heard": "We're"},
+                                            utcnow())
         async with review(zylin) as http:
             page = (await http.get(f"/calls/{sid}")).text
             listing = (await http.get("/calls")).text
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
     assert "<script>alert" not in listing
+    assert "Zylin talked on (backchannel, 420 ms): “&lt;b&gt;mm-hm&lt;/b&gt;”" in page
+    assert "Zylin stopped for the caller (interrupting word)" in page
 
 
 UNREADABLE = [  # (parameter, value, what the 400 says): each was an HTTP 500

@@ -79,6 +79,9 @@ async def test_a_caller_who_barges_in_hears_the_reply_stop_and_history_keeps_onl
     assert result.clears, "a barge-in must send `clear` so Twilio drops the unplayed audio"
     hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
     assert hours_reply.interrupted
+    # "Sorry" would stop Zylin at once, but the mock's first words come with the same frame as the
+    # 300 ms of speech that stop it anyway (tests/test_turns.py has the word deciding).
+    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["voice"]
     assert hours_reply.heard_text and len(hours_reply.heard_text) < len(hours_reply.text)
     assert hours_reply.heard_text.startswith("We're open")
     assert any(e.kind == "barge_in" for e in record["events"])
@@ -88,6 +91,70 @@ async def test_a_caller_who_barges_in_hears_the_reply_stop_and_history_keeps_onl
     assert assistant_after_hours[1] == hours_reply.heard_text, "history holds only the heard part"
     assert "Saturday" not in assistant_after_hours[1]
     assert "$120" in zylin_turns(record)[-1].text, "the interrupting question is answered"
+
+
+async def test_a_backchannel_over_a_reply_stops_nothing_and_the_reply_is_recorded_whole():
+    # The mock's first interim result comes 300 ms into the simulated "Mm-hmm" (600 ms long, longer
+    # than most): with the bound at 400 ms its words decide, not its length. Half speed's margin.
+    async with running_zylin(interrupt_min_speech_ms=400) as zylin:
+        result = await zylin.caller(speed=2.0).call([
+            CallerLine("What are your opening hours?", pause_before_ms=100),
+            CallerLine("Mm-hmm.", barge_in_after_ms=1000),
+        ])
+        record = await zylin.recorder.wait_ended(result.call_sid)
+
+    assert not result.timeouts and not result.clears, "Zylin talked on: no `clear`"
+    hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
+    assert not hours_reply.interrupted and hours_reply.heard_text == hours_reply.text
+    assert "Saturday" in hours_reply.text, "the whole reply was said"
+    mm_hm = result.lines[1]
+    assert mm_hm.end < max(t for t, name in result.marks_echoed if name.startswith("2.")), \
+        "the backchannel was said while the reply played"
+    assert [t.text for t in caller_turns(record)] == ["What are your opening hours?"], "no turn of its own"
+    assert len(zylin_turns(record)) == 2, "nothing answered the backchannel"
+    assert not any(e.kind == "barge_in" for e in record["events"])
+    [ignored] = [e for e in record["events"] if e.kind == "interruption_ignored"]
+    assert ignored.detail["why"] == "backchannel" and ignored.detail["words"] == "Mm-hmm."
+    assert ignored.detail["speech_ms"] >= 500
+    assert ("user", "Mm-hmm.") not in [(m.role, m.content) for m in record["history"]]
+
+
+async def test_a_real_interruption_without_interrupting_words_stops_zylin_after_the_minimum_speech(zylin):
+    result = await zylin.caller(speed=1.0).call([
+        CallerLine("What are your opening hours?", pause_before_ms=100),
+        CallerLine("How much is a cleaning?", barge_in_after_ms=1500),
+    ])
+    record = await zylin.recorder.wait_ended(result.call_sid)
+
+    # The VAD's 300 ms come at the frame whose audio also gives the mock its first interim words,
+    # which the recognizer delivers after that frame: the duration decides.
+    assert [e.detail["why"] for e in record["events"] if e.kind == "barge_in"] == ["voice"]
+    [clear] = result.clears
+    reaction_s = clear - result.lines[1].start
+    # Not before 300 ms of speech: its 15th frame leaves 14 periods (280 ms) after the first, and
+    # the decision waits for it; the upper bound is the 400 ms target plus a loaded machine's slack.
+    assert 0.27 <= reaction_s < 0.5, reaction_s
+    hours_reply = next(t for t in zylin_turns(record) if "open" in t.text)
+    assert hours_reply.interrupted and len(hours_reply.heard_text) < len(hours_reply.text)
+    history = [(m.role, m.content) for m in record["history"]]
+    assert history[history.index(("user", "What are your opening hours?")) + 1] == \
+        ("assistant", hours_reply.heard_text)
+    assert "$120" in zylin_turns(record)[-1].text
+
+
+async def test_heard_ms_is_when_playback_starts_not_when_the_first_sentence_has_played(zylin):
+    result = await zylin.caller().call([CallerLine("What are your opening hours?")])
+    record = await zylin.recorder.wait_ended(result.call_sid)
+
+    latency = caller_turns(record)[0].latency
+    # The caller's ear takes the first frame at its next tick and echoes the mark after it at the
+    # tick after that: once that frame has played (one period), within two.
+    period_ms = 20 / result.speed
+    assert 0.8 * period_ms <= latency.heard_ms - latency.first_audio_ms <= 2 * period_ms + 100
+    echoed = dict((name, t) for t, name in result.marks_echoed)
+    assert "2.start" in echoed
+    first_sentence_heard_ms = (echoed["2.0"] - latency.speech_end) * 1000
+    assert latency.heard_ms < first_sentence_heard_ms - 100, "the old figure: the first sentence's end"
 
 
 async def test_pressing_zero_takes_the_escalation_path(zylin):
@@ -167,9 +234,12 @@ async def test_a_caller_who_hangs_up_mid_reply_leaves_a_complete_record(zylin):
         for n in range(0, len(speech), 160):
             await ws.send(wire.inbound_media(n // 160 + 2, stream_sid, n // 160 + 1, n // 8, speech[n:n + 160]))
         marks = 0
-        while marks < 1:  # the greeting's mark: everything after it is the reply
-            marks += wire.parse_outbound(await asyncio.wait_for(ws.recv(), 10)).event == "mark"
+        while marks < 1:  # the greeting's end mark (not its start mark): everything after it is the reply
+            out = wire.parse_outbound(await asyncio.wait_for(ws.recv(), 10))
+            marks += out.event == "mark" and not out.name.endswith(".start")
         reply_audio = wire.parse_outbound(await asyncio.wait_for(ws.recv(), 10))
+        if reply_audio.event == "clear":  # the speech (sent all at once) cut the greeting's playback
+            reply_audio = wire.parse_outbound(await asyncio.wait_for(ws.recv(), 10))
         assert reply_audio.event == "media"
     # The socket is gone without a `stop`: the caller hung up while the reply was playing.
     record = await zylin.recorder.wait_ended(call_sid)

@@ -232,7 +232,7 @@ def voice_form(call_sid: str) -> dict[str, str]:
 def sentence_starts(result: CallResult, after: float) -> list[float]:
     """When each sentence of the first reply after `after` began to reach the caller: its first
     media, then the first media after each of its marks."""
-    marks = [r for r in result.received if r.event == "mark" and r.t > after]
+    marks = [r for r in result.received if r.event == "mark" and r.t > after and not r.mark.endswith(".start")]
     assert marks, "no reply reached the caller"
     gen = marks[0].mark.split(".")[0]
     starts = [result.first_media_after(after)]

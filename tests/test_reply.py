@@ -19,6 +19,7 @@ ALLOWED: set[tuple[ReplyState, ReplyState]] = {
     (S.SPEAKING, S.SENT), (S.SPEAKING, S.CUT), (S.SPEAKING, S.INTERRUPTED), (S.SPEAKING, S.SUPERSEDED),
     (S.SENT, S.PLAYED), (S.SENT, S.CUT), (S.SENT, S.INTERRUPTED), (S.SENT, S.SUPERSEDED),
     (S.CUT, S.INTERRUPTED),
+    (S.SPECULATIVE, S.SPEAKING), (S.SPECULATIVE, S.DISCARDED),   # committed, or the caller went on
 }
 
 
@@ -56,8 +57,13 @@ def test_any_other_step_raises_where_it_is_attempted_and_changes_nothing(start: 
     assert r.state is start
 
 
-def test_the_final_states_are_those_whose_turn_is_recorded() -> None:
-    assert {s for s in S if s.final} == {S.PLAYED, S.INTERRUPTED, S.SUPERSEDED}
+def test_the_final_states_are_those_whose_turn_is_recorded_or_never_will_be() -> None:
+    assert {s for s in S if s.final} == {S.PLAYED, S.INTERRUPTED, S.SUPERSEDED, S.DISCARDED}
+
+
+def test_a_speculative_reply_is_neither_live_nor_playing() -> None:
+    r = reply(S.SPECULATIVE)
+    assert not r.live and not r.playing
     assert all(not any((s, to) in ALLOWED for to in S) for s in S if s.final)  # nothing follows them
 
 

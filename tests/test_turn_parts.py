@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 
 import pytest
 
@@ -155,7 +156,7 @@ FRAME = 0.02
 def feed(vad: EnergyVad, energies: list[int], start: float = 0.0) -> list[tuple[int, VadEvent]]:
     events = []
     for i, energy in enumerate(energies):
-        event = vad.update(energy, start + i * FRAME)
+        event = vad.update(struct.pack("<h", energy) * 160, start + i * FRAME)  # a frame of RMS `energy`
         if event is not None:
             events.append((i, event))
     return events

@@ -1,4 +1,8 @@
-"""The speech recognizer contract: one per call, PCM16 8 kHz in, recognition events out."""
+"""The speech recognizer contract: one per call, 8 kHz audio in, recognition events out.
+
+Audio is PCM16 unless the recognizer's `input_encoding` is "mulaw": then it gets Twilio's bytes
+as they came (Flux takes mu-law itself, so nothing is decoded for it). A recognizer with its own
+turn detection (Flux) also says where turns start, may end, resume and end: the Turn* events."""
 
 from __future__ import annotations
 
@@ -43,12 +47,48 @@ class RecognizerFailed:
     reason: str
 
 
-AsrEvent = Transcript | SpeechStarted | UtteranceEnd | SpeechNotUnderstood | RecognizerFailed
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """The recognizer heard the caller begin a turn (Flux StartOfTurn): a barge-in candidate."""
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EagerTurnEnd:
+    """The turn has probably ended (Flux EagerEndOfTurn): time to prepare a reply, not to send it."""
+    text: str
+    confidence: float = 0.0   # that the turn is over
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResumed:
+    """The caller went on after an EagerTurnEnd (Flux TurnResumed): the prepared reply is void."""
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """The turn is over (Flux EndOfTurn), with all its words."""
+    text: str
+    confidence: float = 0.0
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+AsrEvent = (Transcript | SpeechStarted | UtteranceEnd | SpeechNotUnderstood | RecognizerFailed
+            | TurnStarted | EagerTurnEnd | TurnResumed | TurnEnded)
+
+
+def takes_mulaw(recognizer: object) -> bool:
+    """Whether `recognizer` wants Twilio's mu-law as it came rather than PCM16."""
+    return getattr(recognizer, "input_encoding", "linear16") == "mulaw"
 
 
 class SpeechRecognizer(Protocol):
     async def start(self) -> None: ...
-    async def send(self, pcm16_8k: bytes) -> None: ...
+    async def send(self, audio: bytes) -> None: ...
     async def finalize(self) -> None: ...
     async def close(self) -> None: ...
     def events(self) -> AsyncIterator[AsrEvent]: ...

@@ -1,10 +1,11 @@
-"""Deepgram live transcription (listen v1) for one call: PCM16 8 kHz in, contract events out.
+"""Deepgram live transcription for one call: the stream machinery, and listen v1 (Nova-3) on it.
 
 `send()` is on the per-frame path, so it only appends to a bounded backlog; one sender task per
 connection drains it (and sends KeepAlive when nothing went out for a while), one receiver task
 maps Deepgram's messages to events. A dropped connection is reopened with back-off while the
 backlog keeps the audio that arrives meanwhile; Deepgram's times restart at zero on every
 connection, so each connection's times are shifted to stay seconds since the call's first frame.
+Flux (listen v2) runs on the same machinery: services/asr/deepgram_flux.py.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ log = logging.getLogger("zylin.asr.deepgram")
 
 SAMPLE_RATE = 8000
 BYTES_PER_S = SAMPLE_RATE * 2          # linear16 mono
-MAX_MESSAGE_BYTES = BYTES_PER_S // 4   # a backlog goes out in messages of up to 250 ms
 MAX_KEYTERMS = 50
 
 _FINALIZE = "Finalize"
@@ -65,23 +65,26 @@ def deepgram_environment(base_url: str) -> DeepgramClientEnvironment:
                                      agent=default.agent, agent_rest=default.agent_rest)
 
 
-class DeepgramRecognizer:
-    """One call's Deepgram stream, reconnecting on its own; see the module docstring."""
+class DeepgramStream:
+    """One call's Deepgram stream, reconnecting on its own; see the module docstring. What differs
+    between listen v1 and v2 (Flux) is the connection, the keep-alive and the messages: the
+    subclasses say those."""
 
-    def __init__(self, *, api_key: str, base_url: str, model: str, endpointing_ms: int,
-                 utterance_end_ms: int, keyterms: Sequence[str] = (), call_sid: str = "",
+    bytes_per_s = BYTES_PER_S   # of the audio `send()` takes
+
+    def __init__(self, *, api_key: str, base_url: str, params: dict[str, Any], call_sid: str = "",
                  retry_delays_s: Sequence[float] = (0.1, 0.3, 1.0, 2.0),
                  give_up_after_s: float = 5.0, connect_timeout_s: float = 3.0,
                  keepalive_s: float = 4.0, backlog_s: float = 10.0, close_timeout_s: float = 1.0) -> None:
-        """`endpointing_ms` and `utterance_end_ms` of 0 turn each off; `keyterms` go to Nova-3 models only."""
         self._client = AsyncDeepgramClient(api_key=api_key, environment=deepgram_environment(base_url),
                                            httpx_client=_unused_http_client())
-        self.params = self._query(model, endpointing_ms, utterance_end_ms, keyterms)
+        self.params = params
         self._retry_delays = tuple(retry_delays_s) or (1.0,)
         self._give_up_after_s = give_up_after_s
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_s = keepalive_s
-        self._backlog_limit = int(backlog_s * BYTES_PER_S)
+        self._backlog_limit = int(backlog_s * self.bytes_per_s)
+        self._max_message_bytes = self.bytes_per_s // 4   # a backlog goes out in messages of up to 250 ms
         self._close_timeout_s = close_timeout_s
         self._who = f" on {call_sid}" if call_sid else ""
 
@@ -95,30 +98,22 @@ class DeepgramRecognizer:
         self._connected = False
         self._closing = False
         self._failed = False
-        self._finals_open = False   # final words heard since the caller's turn last closed
-        self._interim_open = False  # interim words not yet made final
-        self._last_word_end = 0.0   # call time of the end of the last final word
 
         # What happened, for logs and tests.
         self.connections = 0
         self.keepalives_sent = 0
         self.dropped_audio_s = 0.0
 
-    @staticmethod
-    def _query(model: str, endpointing_ms: int, utterance_end_ms: int, keyterms: Sequence[str]) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": model, "encoding": "linear16", "sample_rate": SAMPLE_RATE,
-            "channels": 1, "interim_results": True, "vad_events": True, "smart_format": True,
-            "endpointing": endpointing_ms if endpointing_ms > 0 else False,
-        }
-        if utterance_end_ms > 0:
-            if utterance_end_ms < 1000:
-                log.warning("DEEPGRAM_UTTERANCE_END_MS=%d is below Deepgram's minimum; using 1000",
-                            utterance_end_ms)
-            params["utterance_end_ms"] = max(1000, utterance_end_ms)
-        if model.startswith("nova-3"):  # keyterm prompting is Nova-3 only
-            params["keyterm"] = list(keyterms)[:MAX_KEYTERMS]
-        return params
+    # --- what the listen version decides ------------------------------------------------------
+    def _connect(self) -> Any:
+        """The SDK's connect context manager for this stream's version and query."""
+        raise NotImplementedError
+
+    async def _keep_alive(self, socket) -> None:
+        await socket.send_keep_alive()
+
+    def _on_message(self, message: object, offset: float) -> None:
+        raise NotImplementedError
 
     # --- the contract ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,12 +122,12 @@ class DeepgramRecognizer:
             self._last_sent = asyncio.get_running_loop().time()
             self._runner = asyncio.create_task(self._run(), name="deepgram-stream")
 
-    async def send(self, pcm16_8k: bytes) -> None:
-        if self._closing or self._failed or not pcm16_8k:
+    async def send(self, audio: bytes) -> None:
+        if self._closing or self._failed or not audio:
             return
-        self._backlog.append(pcm16_8k)
-        self._received += len(pcm16_8k)
-        self._queued += len(pcm16_8k)
+        self._backlog.append(audio)
+        self._received += len(audio)
+        self._queued += len(audio)
         if self._queued > self._backlog_limit:
             self._trim_backlog()
         self._wake.set()
@@ -176,7 +171,7 @@ class DeepgramRecognizer:
             stack = AsyncExitStack()
             try:
                 async with asyncio.timeout(self._connect_timeout_s):
-                    socket = await stack.enter_async_context(self._client.listen.v1.connect(**self.params))
+                    socket = await stack.enter_async_context(self._connect())
             except asyncio.CancelledError:
                 await _quietly(stack.aclose())
                 raise
@@ -195,7 +190,7 @@ class DeepgramRecognizer:
             try:
                 if self.connections:
                     log.info("reconnected to Deepgram%s after %.2f s; sending %.2f s of buffered audio",
-                             self._who, loop.time() - outage_since, self._queued / BYTES_PER_S)
+                             self._who, loop.time() - outage_since, self._queued / self.bytes_per_s)
                 self.connections += 1
                 attempt = 0
                 dropped = await self._serve(socket)
@@ -209,7 +204,7 @@ class DeepgramRecognizer:
 
     async def _serve(self, socket) -> str:
         """Carry audio and events over one connection until it ends; why it dropped, or ""."""
-        offset = (self._received - self._queued) / BYTES_PER_S   # call time of the next byte sent
+        offset = (self._received - self._queued) / self.bytes_per_s   # call time of the next byte sent
         self._connected = True
         sender = asyncio.create_task(self._pump(socket))
         receiver = asyncio.create_task(self._receive(socket, offset))
@@ -245,7 +240,7 @@ class DeepgramRecognizer:
                 self._wake.clear()
                 idle = loop.time() - self._last_sent
                 if idle >= self._keepalive_s:
-                    await socket.send_keep_alive()
+                    await self._keep_alive(socket)
                     self.keepalives_sent += 1
                     self._last_sent = loop.time()
                     continue
@@ -263,7 +258,7 @@ class DeepgramRecognizer:
                 return
             elif not isinstance(item, str):   # audio, sent together with the audio right after it
                 self._queued -= len(item)
-                while self._backlog and len(item) < MAX_MESSAGE_BYTES:
+                while self._backlog and len(item) < self._max_message_bytes:
                     more = self._backlog[0]
                     if isinstance(more, str):       # a Finalize or CloseStream goes out on its own
                         break
@@ -290,7 +285,7 @@ class DeepgramRecognizer:
         if dropped:
             if not self.dropped_audio_s:
                 log.warning("Deepgram backlog full%s: dropping the oldest audio", self._who)
-            self.dropped_audio_s += dropped / BYTES_PER_S
+            self.dropped_audio_s += dropped / self.bytes_per_s
 
     # --- receiving ---------------------------------------------------------------------------------
     async def _receive(self, socket, offset: float) -> str:
@@ -304,6 +299,37 @@ class DeepgramRecognizer:
         except Exception as exc:  # the connection went away under us
             return _describe(exc)
         return "closed by Deepgram"
+
+class DeepgramRecognizer(DeepgramStream):
+    """listen v1 (Nova-3 and older): PCM16 in; Results, SpeechStarted and UtteranceEnd out."""
+
+    def __init__(self, *, api_key: str, base_url: str, model: str, endpointing_ms: int,
+                 utterance_end_ms: int, keyterms: Sequence[str] = (), **stream: Any) -> None:
+        """`endpointing_ms` and `utterance_end_ms` of 0 turn each off; `keyterms` go to Nova-3 models only."""
+        super().__init__(api_key=api_key, base_url=base_url,
+                         params=self._query(model, endpointing_ms, utterance_end_ms, keyterms), **stream)
+        self._finals_open = False   # final words heard since the caller's turn last closed
+        self._interim_open = False  # interim words not yet made final
+        self._last_word_end = 0.0   # call time of the end of the last final word
+
+    @staticmethod
+    def _query(model: str, endpointing_ms: int, utterance_end_ms: int, keyterms: Sequence[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": model, "encoding": "linear16", "sample_rate": SAMPLE_RATE,
+            "channels": 1, "interim_results": True, "vad_events": True, "smart_format": True,
+            "endpointing": endpointing_ms if endpointing_ms > 0 else False,
+        }
+        if utterance_end_ms > 0:
+            if utterance_end_ms < 1000:
+                log.warning("DEEPGRAM_UTTERANCE_END_MS=%d is below Deepgram's minimum; using 1000",
+                            utterance_end_ms)
+            params["utterance_end_ms"] = max(1000, utterance_end_ms)
+        if model.startswith("nova-3"):  # keyterm prompting is Nova-3 only
+            params["keyterm"] = list(keyterms)[:MAX_KEYTERMS]
+        return params
+
+    def _connect(self) -> Any:
+        return self._client.listen.v1.connect(**self.params)
 
     def _on_message(self, message: object, offset: float) -> None:
         if isinstance(message, ListenV1Results):

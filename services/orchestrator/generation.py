@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from services.llm.base import Brain, Message, TextDelta, ToolCall
@@ -38,7 +38,8 @@ async def run_turn(brain: Brain, instructions: str, history: list[Message], tool
                    on_text: Callable[[Message, str], None] = _nothing,
                    on_words: Callable[[Message], None] = _nothing,
                    on_hold: Callable[[Message], None] | None = None,
-                   on_tool: Callable[[ToolCall, ToolResult], None] = _nothing) -> None:
+                   on_tool: Callable[[ToolCall, ToolResult], None] = _nothing,
+                   before_tool: Callable[[ToolCall], Awaitable[None]] | None = None) -> None:
     """Brain rounds until it stops calling tools (or `max_rounds` ran out).
 
     Each round's assistant message joins `messages` before the brain speaks, and each tool result
@@ -46,6 +47,7 @@ async def run_turn(brain: Brain, instructions: str, history: list[Message], tool
     holds what was said and done. `on_text` gets each text delta with its message, `on_words` the
     message once its round's words are all in (before its tools run), `on_hold` the message of a
     tool that keeps the caller waiting past `budget.one_moment_s`, `on_tool` each tool's result.
+    `before_tool` is awaited before each tool runs: a speculative reply holds its side effects there.
     """
     for _ in range(max_rounds):
         message = Message("assistant")
@@ -68,6 +70,8 @@ async def run_turn(brain: Brain, instructions: str, history: list[Message], tool
         message.tool_calls = calls
         hold = None if on_hold is None else functools.partial(on_hold, message)
         for call in calls:
+            if before_tool is not None:
+                await before_tool(call)
             started = time.monotonic()
             result = await toolbox.run(call, hold, budget)
             timings.add_tool_run(started, time.monotonic())

@@ -39,6 +39,7 @@ class TurnLatency:
     tts_first_at: float | None = None      # its first audio bytes
     first_audio_at: float | None = None    # first outbound media frame sent
     heard_at: float | None = None          # Twilio echoed the first mark
+    speculative: bool = False              # prepared on Flux's EagerEndOfTurn, sent on its EndOfTurn
 
     @property
     def asr_ms(self) -> float | None:
@@ -70,6 +71,10 @@ class TurnLatency:
         total = self.first_audio_ms
         if total is None:
             return None
+        if self.speculative:  # the providers worked while the caller's turn was still closing:
+            ready = max(t for t in (self.transcript_at, self.tts_first_at) if t is not None) \
+                if self.transcript_at is not None or self.tts_first_at is not None else None
+            return _ms(ready, self.first_audio_at)  # what was left is Zylin's: ready to sent
         waited_tools = self.tool_before_audio_s * 1000.0  # tools that ran while speech played cost nothing
         parts = (self.asr_ms or 0.0) + (self.llm_ttft_ms or 0.0) + waited_tools + (self.tts_ttfb_ms or 0.0)
         return round(total - parts, 1)

@@ -4,7 +4,10 @@ A reply is SPEAKING while it is written, synthesized and sent; SENT once all of 
 waits for Twilio's mark echoes; PLAYED when the caller has heard it all. A barge-in CUTs it (the
 `clear` is on its way) and then leaves it INTERRUPTED, history keeping only what was heard; the
 call's end interrupts it at once. A newer reply that starts while it still plays SUPERSEDES it:
-it plays on, but the engine no longer watches it. Every other step raises `InvalidTransition`
+it plays on, but the engine no longer watches it. A speculative reply (prepared on a probable
+end of the caller's turn) starts SPECULATIVE: its brain runs and its first sentence is
+synthesized, but nothing reaches the caller until the turn's end commits it (SPEAKING) or it
+is DISCARDED (the caller went on), unheard and unrecorded. Every other step raises `InvalidTransition`
 where it is attempted, so a reply cannot be committed to history or recorded twice.
 """
 
@@ -14,6 +17,7 @@ import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 
+from services.audio.codec import FRAME_MS
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import TurnRecord
@@ -22,6 +26,8 @@ from services.receptionist.tool_types import CallAction
 
 
 class ReplyState(Enum):
+    SPECULATIVE = "speculative"  # prepared before the caller's turn surely ended; nothing sent
+    DISCARDED = "discarded"      # a speculative reply the caller's turn did not confirm
     SPEAKING = "speaking"        # being written, synthesized and sent
     SENT = "sent"                # all sent, its messages in history; marks still to come back
     PLAYED = "played"            # the caller heard all of it
@@ -31,14 +37,16 @@ class ReplyState(Enum):
 
     @property
     def final(self) -> bool:
-        """The reply's turn has been recorded: nothing more happens to it."""
+        """The reply's turn has been recorded (or, discarded, never will be): nothing more happens to it."""
         return self in _FINAL
 
 
-_FINAL = frozenset({ReplyState.PLAYED, ReplyState.INTERRUPTED, ReplyState.SUPERSEDED})
+_FINAL = frozenset({ReplyState.PLAYED, ReplyState.INTERRUPTED, ReplyState.SUPERSEDED, ReplyState.DISCARDED})
 _LIVE = frozenset({ReplyState.SPEAKING, ReplyState.SENT})
 
 STEPS: dict[ReplyState, frozenset[ReplyState]] = {
+    ReplyState.SPECULATIVE: frozenset({ReplyState.SPEAKING, ReplyState.DISCARDED}),
+    ReplyState.DISCARDED: frozenset(),
     ReplyState.SPEAKING: frozenset({ReplyState.SENT, ReplyState.CUT, ReplyState.INTERRUPTED,
                                     ReplyState.SUPERSEDED}),
     ReplyState.SENT: frozenset({ReplyState.PLAYED, ReplyState.CUT, ReplyState.INTERRUPTED,
@@ -67,6 +75,8 @@ class Reply:
     caller_turn: TurnRecord | None = None
     stream_s_at_start: float = 0.0
     state: ReplyState = ReplyState.SPEAKING
+    speculated: str = ""                 # the caller's words a speculative reply answers
+    gate: asyncio.Event | None = None    # a speculative reply's audio waits for it (set on commit)
 
     def move(self, to: ReplyState) -> ReplyState:
         """Enter `to` and return the state left; raise InvalidTransition if the lifecycle has no
@@ -96,9 +106,11 @@ class Reply:
 
     def heard(self, now: float) -> dict[int, str]:
         """What the caller heard, per assistant message (by id): whole sentences whose marks came
-        back, plus the share of the playing sentence that its elapsed time covers."""
+        back, plus the share of the playing sentence that its elapsed time covers (timed from
+        the previous sentence's end, or from when playback began)."""
         heard: dict[int, list[str]] = {}
-        previous_end: float | None = None
+        started = self.latency.heard_at  # the start mark's echo: one frame after playback began
+        previous_end = None if started is None else started - FRAME_MS / 1000
         for s in self.sentences:
             key = id(s.message)
             if s.played_at is not None:

@@ -4,6 +4,11 @@ Inbound flows one way: frames -> TurnDetector (local VAD + recognizer events, tu
 turns -> a Reply (brain, tools, speaker; its lifecycle in reply.py) -> frames out. Twilio's mark
 echoes tell what the caller has actually heard, which is what history keeps when the caller
 interrupts. The detector decides when the caller spoke, cut in or finished; this engine acts.
+
+With Flux, a probable end of turn starts a speculative reply: the brain runs and the first
+sentence is synthesized, but nothing is sent, and no tool with side effects runs, until the
+turn's end commits it; if the caller goes on, or ends the turn with other words, it is dropped
+unheard. Committed, what is ready goes out at once: that is the latency it saves.
 """
 
 from __future__ import annotations
@@ -13,17 +18,28 @@ import logging
 import time
 from enum import Enum
 
-from services.asr.base import RecognizerFailed, SpeechNotUnderstood, SpeechRecognizer, Transcript, UtteranceEnd
-from services.audio.codec import FRAME_MS, OutboundEncoder, rms, ulaw_to_pcm
-from services.audio.vad import EnergyVad
+from services.asr.base import (
+    EagerTurnEnd,
+    RecognizerFailed,
+    SpeechNotUnderstood,
+    SpeechRecognizer,
+    Transcript,
+    TurnEnded,
+    TurnResumed,
+    TurnStarted,
+    UtteranceEnd,
+    takes_mulaw,
+)
+from services.audio.codec import FRAME_MS, OutboundEncoder, ulaw_to_pcm
 from services.llm.base import Brain, BrainError, Message, ToolCall
 from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.generation import run_turn
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
 from services.orchestrator.reply import Reply, ReplyState
-from services.orchestrator.speaker import Speaker, SpeechFallback, SpokenSentence, send_frames
+from services.orchestrator.speaker import START_MARK, Speaker, SpeechFallback, SpokenSentence, send_frames, start_mark
 from services.orchestrator.turns import TurnDetector
+from services.providers import build_vad
 from services.receptionist.lines import (
     ASR_DOWN_LINE,
     DTMF_PERSON,
@@ -37,7 +53,7 @@ from services.receptionist.lines import (
 )
 from services.receptionist.persona import system_prompt
 from services.receptionist.tool_types import CallAction, ToolResult
-from services.receptionist.tools import Toolbox, ToolBudget
+from services.receptionist.tools import READ_ONLY, Toolbox, ToolBudget
 from services.settings import Settings
 from services.storage.vocabulary import EndReason, EventKind
 from services.storage.vocabulary import Speaker as TurnSpeaker  # not orchestrator.speaker.Speaker
@@ -64,6 +80,7 @@ class CallSession:
         self.info = info
         self.settings = settings
         self.asr = recognizer
+        self._asr_takes_mulaw = takes_mulaw(recognizer)   # Flux: Twilio's bytes as they came
         self.brain = brain
         self.tts = tts
         self.toolbox = toolbox
@@ -81,9 +98,9 @@ class CallSession:
         self.turns: list[TurnRecord] = []
         self.ended = asyncio.Event()
         self.end_reason = ""
-        self.vad = EnergyVad(settings.vad_threshold_rms, start_frames=5,
-                             end_silence_frames=max(1, settings.vad_end_silence_ms // FRAME_MS))
-        self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON)
+        self.vad = build_vad(settings)
+        self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON,
+                                          min_speech_ms=settings.interrupt_min_speech_ms)
         self.asr_failed = False
         self._reply: Reply | None = None
         self._gen = 0
@@ -117,7 +134,9 @@ class CallSession:
         if reply is not None:
             if reply.task is not None and not reply.task.done():
                 reply.task.cancel()
-            if not reply.state.final:  # still playing (or being cut): the caller hears no more of it
+            if reply.state is ReplyState.SPECULATIVE:
+                self._advance(reply, ReplyState.DISCARDED)
+            elif not reply.state.final:  # still playing (or being cut): the caller hears no more of it
                 self._advance(reply, ReplyState.INTERRUPTED)
         current = asyncio.current_task()
         for task in self._tasks:
@@ -137,10 +156,10 @@ class CallSession:
         """Per 20 ms frame: keep it short."""
         pcm = ulaw_to_pcm(ulaw)
         self._frames += 1
-        if (work := self.turn_detector.on_frame(rms(pcm), time.monotonic())) is not None:
+        if (work := self.turn_detector.on_frame(pcm, time.monotonic())) is not None:
             await work
         if not self.asr_failed:
-            await self.asr.send(pcm)
+            await self.asr.send(ulaw if self._asr_takes_mulaw else pcm)
 
     async def on_dtmf(self, digit: str) -> None:
         self._event(EventKind.DTMF, digit=digit)
@@ -151,15 +170,16 @@ class CallSession:
         gen, _, index = name.partition(".")
         if reply is None or not reply.live or gen != str(reply.gen):
             return  # stale: an echo of audio that a `clear` dropped, or of an older reply
+        if index == START_MARK:  # the reply's first frame has played: the caller hears it from now
+            if reply.latency.heard_at is None:
+                reply.latency.heard_at = time.monotonic()
+            return
         try:
             sentence = reply.sentences[int(index)]
         except (ValueError, IndexError):
             log.warning("mark %r matches nothing on %s", name, self.info.call_sid)
             return
-        now = time.monotonic()
-        sentence.played_at = now
-        if reply.latency.heard_at is None:
-            reply.latency.heard_at = now
+        sentence.played_at = time.monotonic()
         if not reply.playing:
             self._played(reply)
 
@@ -174,6 +194,14 @@ class CallSession:
             async for event in self.asr.events():
                 if isinstance(event, Transcript):
                     await self.turn_detector.on_transcript(event)
+                elif isinstance(event, TurnStarted):
+                    await self.turn_detector.on_turn_started()
+                elif isinstance(event, EagerTurnEnd):
+                    await self.turn_detector.on_eager_turn_end(event)
+                elif isinstance(event, TurnResumed):
+                    self.turn_detector.on_turn_resumed()
+                elif isinstance(event, TurnEnded):
+                    await self.turn_detector.on_turn_ended(event)
                 elif isinstance(event, UtteranceEnd):
                     await self.turn_detector.on_utterance_end()
                 elif isinstance(event, SpeechNotUnderstood) and self.state is State.STREAMING:
@@ -223,7 +251,15 @@ class CallSession:
         reply.action = None
         self._event(EventKind.BARGE_IN, why=why, heard=heard)
 
+    def on_interruption_ignored(self, why: str, words: str, speech_ms: int) -> None:
+        self._event(EventKind.INTERRUPTION_IGNORED, why=why, words=words, speech_ms=speech_ms)
+
     def on_turn(self, text: str, speech_end: float, closed_at: float) -> None:
+        speculative = self._speculation()
+        if speculative is not None and same_words(speculative.speculated, text):
+            self._commit(speculative, text, speech_end, closed_at)
+            return
+        self.drop_speculation()  # (if any) it answered other words: start over with the final ones
         latency = TurnLatency(speech_end=speech_end, transcript_at=closed_at)
         turn = TurnRecord(self._turn_base + len(self.turns), TurnSpeaker.CALLER, text, closed_at, latency=latency)
         self.turns.append(turn)
@@ -231,9 +267,50 @@ class CallSession:
         reply = self._new_reply(latency, caller_turn=turn)
         reply.task = asyncio.create_task(self._run_reply(reply), name=f"reply {reply.gen}")
 
+    def on_speculate(self, text: str, speech_end: float) -> None:
+        """Prepare the answer to `text` (see the module docstring); the brain sees it as the
+        caller's turn, history does not until the commit."""
+        self.drop_speculation()
+        latency = TurnLatency(speech_end=speech_end)
+        reply = self._new_reply(latency, speculative=True)
+        reply.speculated = text
+        context = [*self.history, Message("user", text)]
+        reply.task = asyncio.create_task(self._run_reply(reply, context), name=f"speculative reply {reply.gen}")
+
+    def drop_speculation(self) -> None:
+        """A speculative reply is void: cancelled before a sound, its side effects never run."""
+        reply = self._speculation()
+        if reply is None:
+            return
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+        self._advance(reply, ReplyState.DISCARDED)
+        log.debug("speculative reply %d on %s discarded", reply.gen, self.info.call_sid)
+
+    def _speculation(self) -> Reply | None:
+        reply = self._reply
+        return reply if reply is not None and reply.state is ReplyState.SPECULATIVE else None
+
+    def _commit(self, reply: Reply, text: str, speech_end: float, closed_at: float) -> None:
+        """The turn ended with the words the speculative reply answers: the caller's turn joins
+        history before the reply's messages, and what is ready is sent."""
+        latency = reply.latency
+        latency.speech_end, latency.transcript_at = speech_end, closed_at
+        latency.speculative = True
+        turn = TurnRecord(self._turn_base + len(self.turns), TurnSpeaker.CALLER, text, closed_at, latency=latency)
+        self.turns.append(turn)
+        self.history.append(Message("user", text))
+        reply.caller_turn = turn
+        self._advance(reply, ReplyState.SPEAKING)
+        reply.stream_s_at_start = self.stream_s
+        assert reply.gate is not None  # a speculative reply has one
+        reply.gate.set()
+
     # --- replies ----------------------------------------------------------------------------------
 
-    def _new_reply(self, latency: TurnLatency, caller_turn: TurnRecord | None = None) -> Reply:
+    def _new_reply(self, latency: TurnLatency, caller_turn: TurnRecord | None = None,
+                   speculative: bool = False) -> Reply:
+        self.drop_speculation()   # a line of Zylin's own (a prompt, a goodbye) voids one too
         previous = self._reply
         if previous is not None and not previous.state.final:
             # It plays on and a new line follows it; one being cut is interrupted here, not later.
@@ -242,10 +319,13 @@ class CallSession:
         self._gen += 1
         # A fresh encoder per reply: an interrupted reply's leftovers can never leak into the next.
         encoder = OutboundEncoder(self.tts.sample_rate, self.tts.encoding, self.settings.soxr_quality)
-        speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency, self.speech_fallback, self._event)
+        gate = asyncio.Event() if speculative else None
+        speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency, self.speech_fallback, self._event,
+                          gate=gate)
         record = TurnRecord(0, TurnSpeaker.ZYLIN, "", time.monotonic())
         reply = Reply(self._gen, latency, speaker, record, caller_turn=caller_turn,
-                      stream_s_at_start=self.stream_s)
+                      stream_s_at_start=self.stream_s, gate=gate,
+                      state=ReplyState.SPECULATIVE if speculative else ReplyState.SPEAKING)
         self._reply = reply
         return reply
 
@@ -263,11 +343,12 @@ class CallSession:
         await reply.speaker.run()
         self._sent(reply)
 
-    async def _run_reply(self, reply: Reply) -> None:
+    async def _run_reply(self, reply: Reply, history: list[Message] | None = None) -> None:
+        """`history` is what the brain sees: the call's, or a speculative reply's own copy."""
         speaking = asyncio.create_task(reply.speaker.run())
         try:
             try:
-                await self._think(reply)
+                await self._think(reply, self.history if history is None else history)
             except BrainError as exc:
                 if reply.latency.llm_first_at is None:  # the brain's time ran out: it is its share
                     reply.latency.llm_first_at = time.monotonic()
@@ -280,12 +361,14 @@ class CallSession:
                 self._speak_fallback(reply)
             reply.speaker.finish()
             await speaking
+            if reply.gate is not None:
+                await reply.gate.wait()  # a speculative reply with nothing to say still waits for its turn
         except asyncio.CancelledError:
-            speaking.cancel()  # barge-in: stop synthesis and sending now
+            speaking.cancel()  # barge-in (or a dropped speculation): stop synthesis and sending now
             raise
         self._sent(reply)
 
-    async def _think(self, reply: Reply) -> None:
+    async def _think(self, reply: Reply, history: list[Message]) -> None:
         """The brain's turn (generation.run_turn): its words are spoken sentence by sentence while
         tools run, and a tool that keeps the caller waiting has them hear ONE_MOMENT."""
         chunker = SentenceChunker()
@@ -302,16 +385,21 @@ class CallSession:
             message.content = f"{message.content} {ONE_MOMENT}".strip()
             reply.speaker.say(ONE_MOMENT, message)
 
+        async def hold_side_effects(call: ToolCall) -> None:
+            if call.name not in READ_ONLY and reply.gate is not None:
+                await reply.gate.wait()   # cancelled with the reply if the turn does not confirm it
+
         def ran(call: ToolCall, result: ToolResult) -> None:
             self._event(EventKind.TOOL, name=call.name, arguments=call.arguments, result=result.data)
             if result.action is not None:
                 reply.action = result.action
 
-        await run_turn(self.brain, system_prompt(self.toolbox.ctx.profile), self.history, self.toolbox,
+        await run_turn(self.brain, system_prompt(self.toolbox.ctx.profile), history, self.toolbox,
                        messages=reply.messages, timings=reply.latency,
                        budget=ToolBudget(self.settings.tool_timeout_s, self.settings.tool_one_moment_s),
                        max_rounds=self.settings.max_tool_rounds,
-                       on_text=speak, on_words=spoken, on_hold=one_moment, on_tool=ran)
+                       on_text=speak, on_words=spoken, on_hold=one_moment, on_tool=ran,
+                       before_tool=hold_side_effects)
 
     def _speak_fallback(self, reply: Reply) -> None:
         message = Message("assistant", FALLBACK_LINE)
@@ -342,6 +430,8 @@ class CallSession:
         turn), and its turn is recorded when it reaches a final state. So each happens once."""
         if reply.move(to) is ReplyState.SPEAKING:
             self.history.extend(reply.messages)
+        if to is ReplyState.DISCARDED:
+            return  # never heard: neither history nor the record keeps it
         if to.final:
             self._record(reply, cut=to is ReplyState.INTERRUPTED)
 
@@ -406,7 +496,7 @@ class CallSession:
 
     async def _send_greeting(self, reply: Reply, message: Message, audio: bytes) -> None:
         sentence = SpokenSentence(self.greeting_text, f"{reply.gen}.0", message)
-        await send_frames(self.sender, audio)
+        await send_frames(self.sender, audio, start_mark(reply.gen))
         sentence.first_sent_at = reply.latency.first_audio_at = time.monotonic()
         sentence.audio_bytes = len(audio)
         reply.sentences.append(sentence)
@@ -450,3 +540,10 @@ class CallSession:
 
     def _event(self, kind: EventKind, **detail) -> None:
         self.recorder.event(self.info, CallEvent(kind, time.monotonic(), detail))
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two transcripts say the same words (case and punctuation aside)."""
+    def words(text: str) -> list[str]:
+        return [w.strip(".,?!;:\"'").lower() for w in text.split() if w.strip(".,?!;:\"'")]
+    return words(a) == words(b)

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from services.audio.codec import TWILIO_RATE, OutboundEncoder
+from services.audio.codec import FRAME_BYTES, TWILIO_RATE, OutboundEncoder
 from services.llm.base import Message
 from services.orchestrator.latency import TurnLatency
 from services.receptionist.lines import APOLOGY_LINE
@@ -27,6 +27,9 @@ from services.tts.base import SpeechSynthesizer
 log = logging.getLogger("zylin.speaker")
 
 MAX_MESSAGE_FRAMES = 50  # one media message carries at most 1 s of audio
+# A reply's marks are `<gen>.<sentence index>` after each sentence, and `<gen>.start` after its
+# first frame: Twilio echoes that one once the caller has begun to hear the reply.
+START_MARK = "start"
 # A voice with no audio this long after a sentence was asked of it has failed that sentence.
 # Aura answers in ~0.3 s and OpenAI's speech in ~0.5-1.5 s; past 3 s the caller hears dead air.
 TTS_FIRST_BYTE_TIMEOUT_S = 3.0
@@ -154,6 +157,7 @@ class Speaker:
     latency: TurnLatency
     fallback: SpeechFallback | None = None
     on_event: Callable[..., None] | None = None   # (kind, **detail): the call log's event
+    gate: asyncio.Event | None = None   # a speculative reply: synthesize now, send once it is set
     sentences: list[SpokenSentence] = field(default_factory=list)
     _inbox: asyncio.Queue[tuple[str, Message | None] | None] = field(default_factory=asyncio.Queue)
     _jobs: asyncio.Queue[Synthesis | None] = field(default_factory=asyncio.Queue)
@@ -263,7 +267,10 @@ class Speaker:
     async def _send_audio(self, sentence: SpokenSentence, ulaw: bytes) -> None:
         if not ulaw:
             return
-        await send_frames(self.sender, ulaw)
+        if self.gate is not None and not self.gate.is_set():
+            await self.gate.wait()
+        first = self.latency.first_audio_at is None
+        await send_frames(self.sender, ulaw, start_mark(self.gen) if first else None)
         now = time.monotonic()
         if sentence.first_sent_at is None:
             sentence.first_sent_at = now
@@ -272,7 +279,17 @@ class Speaker:
         sentence.audio_bytes += len(ulaw)
 
 
-async def send_frames(sender: StreamSender, ulaw: bytes) -> None:
-    step = MAX_MESSAGE_FRAMES * 160
-    for start in range(0, len(ulaw), step):
-        await sender.media(ulaw[start:start + step])
+def start_mark(gen: int) -> str:
+    return f"{gen}.{START_MARK}"
+
+
+async def send_frames(sender: StreamSender, ulaw: bytes, start: str | None = None) -> None:
+    """`ulaw` in media messages of up to a second; with `start`, a reply's first audio: its first
+    frame goes alone, followed by that mark."""
+    if start is not None:
+        await sender.media(ulaw[:FRAME_BYTES])
+        await sender.mark(start)
+        ulaw = ulaw[FRAME_BYTES:]
+    step = MAX_MESSAGE_FRAMES * FRAME_BYTES
+    for start_at in range(0, len(ulaw), step):
+        await sender.media(ulaw[start_at:start_at + step])

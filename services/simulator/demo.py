@@ -73,7 +73,8 @@ async def run_demo(settings: Settings, create_app: AppFactory, lines: list[str] 
     auth_token = secrets.token_hex(16)  # sign like Twilio does, so validation runs as in production
     settings = settings.model_copy(update={"use_mock_streaming": True, "twilio_auth_token": auth_token,
                                            "twilio_account_sid": "", "twilio_validate_signatures": True,
-                                           "database_url": "sqlite+aiosqlite:///:memory:"})  # leave no trace
+                                           "database_url": "sqlite+aiosqlite:///:memory:",  # leave no trace
+                                           "vad": "energy"})  # the simulated voice is a buzz, not speech
     recorder = PrintingRecorder(clock.monotonic())
     app = create_app(settings, recorder=recorder)
     script = [CallerLine(text) for text in (lines or default_lines(app.state.runtime.profile))]

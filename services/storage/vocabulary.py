@@ -65,11 +65,26 @@ class EventKind(StrEnum):
     TRANSFER_ANSWERED = "transfer_answered"    # status, duration_s: someone took it
     TRANSFER_FAILED = "transfer_failed"        # status, why (Twilio's DialCallStatus); or target (REST)
     HANG_UP = "hang_up"                        # reason: Zylin ends the call
-    BARGE_IN = "barge_in"                      # why, heard: the caller cut in
+    BARGE_IN = "barge_in"                      # why (BargeIn), heard: the caller cut in
+    INTERRUPTION_IGNORED = "interruption_ignored"  # why (NotAnInterruption), words, speech_ms: Zylin went on
     DTMF = "dtmf"                              # digit
     PROVIDER_ERROR = "provider_error"          # provider, error (and for TTS what was heard)
     TTS_FALLBACK = "tts_fallback"              # provider, error, spoken_by: the other voice said it
     NOT_HEARD = "not_heard"                    # misses: record mode heard nothing usable
+
+
+class BargeIn(StrEnum):
+    """Why Zylin stopped for the caller (a barge_in event's `why`)."""
+    VOICE = "voice"                            # enough speech, no words yet
+    WORDS = "words"                            # enough speech, and words that are not a backchannel
+    INTERRUPTING_WORD = "interrupting word"    # "wait", "sorry", "hold on"...: at once, however short
+    NEW_TURN = "new turn"                      # the caller finished a turn (or pressed 0) over the reply
+
+
+class NotAnInterruption(StrEnum):
+    """Why caller sound over Zylin's voice did not stop it (an interruption_ignored event's `why`)."""
+    BACKCHANNEL = "backchannel"                # "mm-hm", "okay", "right"...: listening, not asking
+    TOO_SHORT = "too short"                    # a sound too short for speech, and no words came
 
 
 class BookingStatus(StrEnum):

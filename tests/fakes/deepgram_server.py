@@ -1,5 +1,5 @@
-"""A local Deepgram: the live transcription WebSocket (`GET /v1/listen`) and Aura (`POST /v1/speak`)
-on one port, as api.deepgram.com serves both.
+"""A local Deepgram: the live transcription WebSocket (`GET /v1/listen`), Flux (`GET /v2/listen`,
+tests/fakes/deepgram_flux.py) and Aura (`POST /v1/speak`) on one port, as Deepgram serves them.
 
 Listen: records the query it was opened with, every message received (binary audio, KeepAlive /
 Finalize / CloseStream JSON), and answers with Results / SpeechStarted / UtteranceEnd / Metadata
@@ -329,8 +329,9 @@ class FakeDeepgram(FakeServer):
 
     def __init__(self, *, api_key: str | None = None, script: Sequence[str] | None = None,
                  idle_timeout_s: float = 10.0, vad_threshold_rms: int = 500,
-                 answer_finalize: bool = True) -> None:
+                 answer_finalize: bool = True, full_confidence_s: float = 0.6) -> None:
         super().__init__()
+        self.full_confidence_s = full_confidence_s   # Flux: silence at which the turn surely ended
         self.answer_finalize = answer_finalize  # False: a Finalize is never answered
         self.api_key = api_key               # when set, other keys get 401 as from Deepgram
         self.script = deque(script) if script is not None else None
@@ -389,7 +390,8 @@ class FakeDeepgram(FakeServer):
 
     # --- routing ------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
-        return [web.route("*", "/v1/listen", self._listen_or_transcribe), web.post("/v1/speak", self._speak),
+        return [web.route("*", "/v1/listen", self._listen_or_transcribe), web.get("/v2/listen", self._listen),
+                web.post("/v1/speak", self._speak),
                 web.route("*", "/{tail:.*}", self._unknown)]
 
     async def _unknown(self, request: web.Request) -> web.Response:
@@ -415,7 +417,11 @@ class FakeDeepgram(FakeServer):
             return json_response(status, body)
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
-        session = ListenSession(self, recorded, ws, request.transport)
+        if request.path == "/v2/listen":
+            from tests.fakes.deepgram_flux import FluxSession
+            session: ListenSession = FluxSession(self, recorded, ws, request.transport)
+        else:
+            session = ListenSession(self, recorded, ws, request.transport)
         self.sessions.append(session)
         await self._notify()
         await session.run()
@@ -429,6 +435,10 @@ class FakeDeepgram(FakeServer):
         if self.api_key is not None and request.headers.get("authorization") != f"Token {self.api_key}":
             return 401, _error("INVALID_AUTH", "Invalid credentials.")
         q = request.query
+        if request.path == "/v2/listen":
+            from tests.fakes.deepgram_flux import refusal
+            body = refusal(q)
+            return None if body is None else (400, body)
         encoding = (q.get("encoding") or [None])[0]
         if encoding is not None and encoding not in ENCODINGS:
             return 400, _error("INVALID_QUERY_PARAMETER", f"unknown encoding {encoding!r}")
