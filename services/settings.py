@@ -6,7 +6,7 @@ import json
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["", "mock", "deepgram", "openai"]
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 300 ms stops 88 % of real
     # interruptions within 400 ms of their onset with VAD=neural (docs/benchmarks.md §7).
     interrupt_min_speech_ms: PositiveInt = 300
+    # A turn whose words end unfinished ("I'd like to book, um", "... on the") closes only after this
+    # much more silence; if the caller goes on meanwhile it is one turn. 0 = off. Counts in asr_ms.
+    turn_hold_unfinished_ms: NonNegativeInt = 800
     idle_timeout_s: float = 10.0
     max_call_s: float = 900.0
     max_tool_rounds: int = 5

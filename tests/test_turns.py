@@ -14,6 +14,7 @@ from services.asr.base import EagerTurnEnd, Transcript, TurnEnded
 from services.audio.vad import EnergyVad
 from services.orchestrator.turns import TurnDetector
 from services.receptionist.backchannels import Words, classify, normalize
+from services.receptionist.endings import unfinished
 
 
 def frame_at(level: int) -> bytes:
@@ -432,3 +433,103 @@ async def test_a_turn_that_ends_without_words_or_while_no_turns_are_taken_drops_
     ending = Hooks(taking=False)
     await detector(ending).on_turn_ended(TurnEnded("Hello?"))
     assert hooks.kinds() == ["drop"] and ending.kinds() == ["active", "drop"]
+
+
+# --- a caller pausing mid-sentence (services/receptionist/endings.py) ----------------------------------
+
+HOLD_MS = 200   # 10 frames of silence
+
+
+def holding(hooks: Hooks, hold_ms: int = HOLD_MS) -> TurnDetector:
+    vad = EnergyVad(500, start_frames=START_FRAMES, end_silence_frames=3)
+    return TurnDetector(vad, hooks, person_request=PERSON, min_speech_ms=MIN_SPEECH_MS, hold_unfinished_ms=hold_ms)
+
+
+SPEECH = [LOUD] * 5 + [QUIET] * 3   # speech, then the VAD's speech end (the recognizer finalizes)
+
+
+async def test_a_caller_who_hesitates_and_goes_on_within_the_hold_makes_one_turn() -> None:
+    hooks = Hooks()
+    turns = holding(hooks)
+    await frames(turns, SPEECH, start=20.0)
+    await turns.on_transcript(words("I'd like to book um", speech_final=True))
+    await frames(turns, [QUIET] * 9, start=40.0)  # a pause shorter than the hold
+    assert hooks.turns() == [] and turns.mid_turn
+    await frames(turns, SPEECH, start=60.0)  # they go on
+    await turns.on_transcript(words("on Thursday", speech_final=True))
+    await frames(turns, [QUIET] * 20, start=80.0)
+    assert [t[1] for t in hooks.turns()] == ["I'd like to book um on Thursday"]
+
+
+async def test_an_unfinished_turn_closes_at_the_end_of_the_hold_with_what_was_said() -> None:
+    hooks = Hooks()
+    turns = holding(hooks)
+    await frames(turns, SPEECH, start=10.0)
+
+    await turns.on_transcript(words("I'd like to book on", speech_final=True))
+    await turns.on_utterance_end()                        # the recognizer's second close: the hold runs on
+    await frames(turns, [QUIET] * 9, start=100.0)
+    assert hooks.turns() == []
+    await frames(turns, [QUIET], start=120.0)  # the 10th silent frame: the hold's end
+    (_, text, speech_end, _), = hooks.turns()
+    assert text == "I'd like to book on"
+    assert speech_end == pytest.approx(10.08)             # the last voiced frame: asr_ms counts the hold
+    await frames(turns, [QUIET] * 20, start=140.0)
+    assert len(hooks.turns()) == 1 and not turns.mid_turn
+
+
+async def test_a_sound_without_words_during_the_hold_starts_its_count_over() -> None:
+    hooks = Hooks()
+    turns = holding(hooks)
+    await turns.on_transcript(words("and", speech_final=True))
+    await frames(turns, [QUIET] * 5 + SPEECH + [QUIET] * 9, start=160.0)  # a cough: no words follow it
+    assert hooks.turns() == []
+    await frames(turns, [QUIET], start=180.0)
+    assert [t[1] for t in hooks.turns()] == ["and"]
+
+
+async def test_a_finished_sentence_closes_at_once() -> None:
+    hooks = Hooks()
+    await holding(hooks).on_transcript(words("Book me on Thursday.", speech_final=True))
+    assert [t[1] for t in hooks.turns()] == ["Book me on Thursday."]
+
+
+async def test_a_hold_of_zero_closes_an_unfinished_turn_at_once() -> None:
+    hooks = Hooks()
+    await holding(hooks, hold_ms=0).on_transcript(words("I'd like to book um", speech_final=True))
+    assert [t[1] for t in hooks.turns()] == ["I'd like to book um"]
+
+
+async def test_pressing_zero_is_not_held() -> None:
+    hooks = Hooks()
+    turns = holding(hooks)
+    await turns.on_transcript(words("I want to speak to", speech_final=True))
+    assert hooks.turns() == []
+    await turns.on_dtmf("0")
+    assert [t[1] for t in hooks.turns()] == [f"I want to speak to {PERSON}"]
+    await frames(turns, [QUIET] * 20, start=140.0)
+    assert len(hooks.turns()) == 1
+
+
+async def test_a_flux_end_of_turn_is_not_held() -> None:
+    hooks = Hooks()
+    await holding(hooks).on_turn_ended(TurnEnded("I'd like to book um"))
+    assert [t[1] for t in hooks.turns()] == ["I'd like to book um"]
+
+
+async def test_a_backchannel_over_the_reply_is_not_held() -> None:
+    hooks = Hooks(since=0.0)
+    await holding(hooks).on_transcript(words("hmm", speech_final=True))
+    assert hooks.kinds() == ["active", "ignored"]
+
+
+@pytest.mark.parametrize("text", ["um", "I'd like to book, um...", "Uh", "erm", "Hmm.", "tomorrow and",
+                                  "for the", "I'd like", "Can I book it for", "with my"])
+def test_endings_that_sound_unfinished(text: str) -> None:
+    assert unfinished(text)
+
+
+@pytest.mark.parametrize("text", ["", "mm-hm", "Mhm.", "Book me on Thursday.", "Who am I speaking to?",
+                                  "hold on", "Hang on.", "I'd like that", "yes", "Thursday at 3"])
+def test_endings_that_sound_finished(text: str) -> None:
+    assert not unfinished(text)

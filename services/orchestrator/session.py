@@ -100,7 +100,8 @@ class CallSession:
         self.end_reason = ""
         self.vad = build_vad(settings)
         self.turn_detector = TurnDetector(self.vad, self, person_request=DTMF_PERSON,
-                                          min_speech_ms=settings.interrupt_min_speech_ms)
+                                          min_speech_ms=settings.interrupt_min_speech_ms,
+                                          hold_unfinished_ms=settings.turn_hold_unfinished_ms)
         self.asr_failed = False
         self._reply: Reply | None = None
         self._gen = 0

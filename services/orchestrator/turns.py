@@ -13,21 +13,33 @@ A recognizer with its own turn detection (Flux) adds turn events: a turn's start
 candidate like the VAD's speech start, a probable end starts a speculative reply (not while
 Zylin is audible), a resumed turn drops it, and the turn's end closes the turn as speech_final
 does (the engine commits the speculative reply if it answered the same words).
+
+A turn whose words end unfinished ("I'd like to book, um", "... on": services/receptionist/
+endings.py) is held before it closes: if the caller speaks again within `hold_unfinished_ms` of
+silence, their next words join the same turn; if not, it closes at the hold's end with what was
+said. The hold is endpointing, so it counts in the turn's asr_ms (its speech end is the last voiced
+frame, its close the hold's end). DTMF 0 and Flux's own turn end are never held.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from services.asr.base import EagerTurnEnd, Transcript, TurnEnded
+from services.audio.codec import FRAME_MS
 from services.audio.vad import Vad, VadEvent
 from services.orchestrator.interruption import InterruptionPolicy, Overlap
 from services.receptionist.backchannels import Words, classify
+from services.receptionist.endings import unfinished
 from services.storage.vocabulary import BargeIn, NotAnInterruption
 
-INTERRUPT_MIN_SPEECH_MS = 300  # the default: see services/settings.py
+log = logging.getLogger("zylin.turns")
+
+INTERRUPT_MIN_SPEECH_MS = 300  # the defaults: see services/settings.py
+TURN_HOLD_UNFINISHED_MS = 800
 
 
 class TurnHooks(Protocol):
@@ -77,7 +89,8 @@ class TurnDetector:
     every frame."""
 
     def __init__(self, vad: Vad, hooks: TurnHooks, person_request: str,
-                 min_speech_ms: int = INTERRUPT_MIN_SPEECH_MS) -> None:
+                 min_speech_ms: int = INTERRUPT_MIN_SPEECH_MS,
+                 hold_unfinished_ms: int = TURN_HOLD_UNFINISHED_MS) -> None:
         self.vad = vad
         self._hooks = hooks
         self._vad_update = vad.update
@@ -87,6 +100,8 @@ class TurnDetector:
         self._policy = InterruptionPolicy(min_speech_ms)
         self._over: Overlap | None = None      # caller sound over Zylin's voice, not judged yet
         self._frame = 0                        # inbound frames so far: the clock overlaps are timed by
+        self._hold_frames = -(-hold_unfinished_ms // FRAME_MS)  # silence an unfinished turn waits
+        self._hold_left = 0                    # silent frames until a held turn closes; 0 = none held
 
     @property
     def mid_turn(self) -> bool:
@@ -99,10 +114,14 @@ class TurnDetector:
         self._frame += 1
         event = self._vad_update(frame_pcm, now)
         if self._over is not None:
-            return self._overlap_frame(event, now)
-        if event is None:
-            return None
-        return self._speech_started() if event is VadEvent.SPEECH_START else self._hooks.finalize_recognizer()
+            work = self._overlap_frame(event, now)
+        elif event is None:
+            work = None
+        else:
+            work = self._speech_started() if event is VadEvent.SPEECH_START else self._hooks.finalize_recognizer()
+        if self._hold_left and work is None:
+            return self._hold_frame(now)
+        return work
 
     async def on_transcript(self, event: Transcript) -> None:
         text = event.text.strip()
@@ -124,10 +143,10 @@ class TurnDetector:
                 and classify(text) is Words.BACKCHANNEL
             self._pending.append(text)
         if event.speech_final:
-            await self._close_turn()
+            await self._close_or_hold()
 
     async def on_utterance_end(self) -> None:
-        await self._close_turn()
+        await self._close_or_hold()
 
     # --- a recognizer's own turn detection (Flux) ---------------------------------------------------
 
@@ -207,10 +226,34 @@ class TurnDetector:
         self._over = None
         await self._hooks.on_barge_in(why)
 
+    async def _close_or_hold(self) -> None:
+        """The recognizer says the turn is over: close it, unless its words end unfinished; then
+        the close waits for `hold_unfinished_ms` of silence (a running hold is not restarted). A
+        backchannel over the reply is not held: it is no turn at all."""
+        if not self._hold_frames or not self._pending or self._listening or not unfinished(self._pending[-1]):
+            await self._close_turn()
+        elif not self._hold_left:
+            self._hold_left = self._hold_frames
+            log.debug("turn held: its words end unfinished")
+
+    def _hold_frame(self, now: float) -> Coroutine[Any, Any, None] | None:
+        """A frame of a held turn: the caller's voice (speech, or a voiced frame of its onset)
+        starts the count over, silence runs it down; at zero the turn closes with what was said."""
+        if self.vad.speaking or self.vad.last_voiced_at == now:
+            self._hold_left = self._hold_frames
+            return None
+        self._hold_left -= 1
+        return None if self._hold_left else self._release_hold()
+
+    async def _release_hold(self) -> None:
+        log.debug("held turn closes: the caller said no more")
+        await self._close_turn()
+
     async def _close_turn(self, speech_end: float | None = None) -> bool:
         """The caller finished a turn: hand it over. Once per turn (the pending text is consumed);
         while the engine takes no turns the words wait for the next close. Whether it was handed."""
         hooks = self._hooks
+        self._hold_left = 0
         if not self._pending or not hooks.taking_turns():
             return False
         now = time.monotonic()
