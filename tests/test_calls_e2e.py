@@ -367,3 +367,18 @@ async def test_webhook_twiml_streams_to_the_public_wss_url_with_signed_parameter
     claim = check_stream_token(form["CallSid"], params, zylin.settings.token_secret)
     assert claim == StreamClaim(form["CallSid"], form["From"], form["To"], 0)
     assert json.dumps(form["From"])[1:-1] in body
+
+
+async def test_a_caller_who_pauses_mid_sentence_is_answered_once_for_the_whole_sentence(zylin):
+    # Two script lines, two speech segments 400 ms apart: the first ends on "um", so its close is
+    # held (TURN_HOLD_UNFINISHED_MS, 800) and the second joins the same turn.
+    result = await zylin.caller().call([
+        CallerLine("I'd like to book um"),
+        CallerLine("how much is a cleaning?", pause_before_ms=400, wait_for_reply=False),
+    ])
+    record = await zylin.recorder.wait_ended(result.call_sid)
+
+    assert not result.timeouts and not result.protocol_errors
+    assert [t.text for t in caller_turns(record)] == ["I'd like to book um how much is a cleaning?"]
+    assert not any(e.kind == "barge_in" for e in record["events"])
+    assert len(zylin_turns(record)) == 2 and "$120" in zylin_turns(record)[1].text

@@ -52,6 +52,7 @@ class CallerLine:
     pause_before_ms: int = 500             # silence after the bot's reply finished, before speaking
     barge_in_after_ms: int | None = None   # speak this long after the bot's reply starts playing
     dtmf: str | None = None                # press this key instead of speaking
+    wait_for_reply: bool = True            # False: go on after `pause_before_ms` whatever the bot does
 
 
 class Received(NamedTuple):
@@ -533,6 +534,8 @@ class _Session:
                         return
                     self.result.timeouts.append(f"{what}: bot audio never started playing")
                 await self._pause(line.barge_in_after_ms / 1000.0 / self.speed)
+            elif not line.wait_for_reply:  # the same sentence after a pause: no reply to wait for
+                await self._pause(line.pause_before_ms / 1000.0 / self.speed)
             else:
                 if not await self._wait_until(self._bot_done(since), self.reply_timeout_s):
                     if self._closed.is_set():
