@@ -105,7 +105,6 @@ class CallSession:
         self.asr_failed = False
         self._reply: Reply | None = None
         self._gen = 0
-        self._frames = 0
         self._last_activity = time.monotonic()
         self._idle_prompts = 0
         self._tasks: list[asyncio.Task] = []
@@ -156,7 +155,6 @@ class CallSession:
     async def on_media(self, ulaw: bytes) -> None:
         """Per 20 ms frame: keep it short."""
         pcm = ulaw_to_pcm(ulaw)
-        self._frames += 1
         if (work := self.turn_detector.on_frame(pcm, time.monotonic())) is not None:
             await work
         if not self.asr_failed:
@@ -186,7 +184,7 @@ class CallSession:
 
     @property
     def stream_s(self) -> float:
-        return self._frames * FRAME_MS / 1000.0
+        return self.turn_detector.frames * FRAME_MS / 1000.0
 
     # --- recognizer ------------------------------------------------------------------------------
 

@@ -104,6 +104,11 @@ class TurnDetector:
         self._hold_left = 0                    # silent frames until a held turn closes; 0 = none held
 
     @property
+    def frames(self) -> int:
+        """Inbound frames so far: the call's stream clock (the engine's stream time reads it)."""
+        return self._frame
+
+    @property
     def mid_turn(self) -> bool:
         """The caller is speaking or has words not yet answered: not a silence."""
         return self.vad.speaking or bool(self._pending)
