@@ -10,6 +10,11 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["", "mock", "deepgram", "openai"]
+# The openai SDK names gpt-realtime-2.1-mini as the Speech API's replacement (resources/audio/speech.py).
+OPENAI_VOICE_MODELS = {"realtime": "gpt-realtime-2.1-mini", "speech": "gpt-4o-mini-tts"}
+SPEECH_API_SHUTDOWN = "2027-01-06"
+# The voices the Realtime API speaks with (the SDK's RealtimeAudioConfigOutput.voice)
+REALTIME_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 
 class ConfigError(RuntimeError):
@@ -57,6 +62,7 @@ class Settings(BaseSettings):
     deepgram_endpointing_ms: int = 300
     deepgram_utterance_end_ms: int = 1000
     deepgram_tts_model: str = "aura-2-thalia-en"
+    deepgram_tts_streaming: bool = True  # Aura over one speak WebSocket per call; false: one REST request per sentence
     flux_eot_threshold: float = 0.7      # Flux: end-of-turn confidence for EndOfTurn (0.5-1.0)
     flux_eager_eot_threshold: float = 0.5   # Flux: for EagerEndOfTurn, a speculative reply (0.3-0.9; 0 = off)
     flux_eot_timeout_ms: int = 5000      # Flux: silence that ends a turn whatever the confidence (500-60000)
@@ -66,9 +72,17 @@ class Settings(BaseSettings):
     openai_reasoning_effort: str = "low"
     llm_first_token_timeout_s: float = 4.0
     llm_timeout_s: float = 15.0
-    openai_tts_model: str = "gpt-4o-mini-tts"
-    openai_tts_voice: str = "alloy"
+    # OpenAI's voice: the Realtime API (one session per call), or the Speech API, whose models shut down
+    # on 2027-01-06 (only when asked for, with a warning at start-up)
+    openai_tts_api: Literal["realtime", "speech"] = "realtime"
+    openai_tts_model: str = ""           # empty: gpt-realtime-2.1-mini (realtime), gpt-4o-mini-tts (speech)
+    openai_tts_voice: str = "marin"
     tts_fallback_provider: ProviderName = ""   # speaks a sentence the main TTS failed; empty = the other keyed one
+    # The longest the caller waits in silence on a voice (before a sentence's first audio, or between
+    # its chunks) before the call switches to the other voice (or the pre-rendered lines)
+    tts_max_gap_ms: PositiveInt = 1500
+    # the fixed lines' audio, kept across restarts; empty = phrases/ by the SQLite file, else data/phrases
+    phrase_cache_dir: str = ""
 
     # --- the business -------------------------------------------------------------
     business_profile: str = "business.example.toml"
@@ -187,6 +201,11 @@ class Settings(BaseSettings):
         return "openai" if self.openai_api_key else "mock"
 
     @property
+    def openai_voice_model(self) -> str:
+        """OPENAI_TTS_MODEL, else the default of OPENAI_TTS_API."""
+        return self.openai_tts_model or OPENAI_VOICE_MODELS[self.openai_tts_api]
+
+    @property
     def uses_flux(self) -> bool:
         """DEEPGRAM_MODEL names a Flux model: the v2 recognizer, with its own turn detection."""
         return self.deepgram_model.startswith("flux")
@@ -204,6 +223,15 @@ class Settings(BaseSettings):
             raise ConfigError("FLUX_EAGER_EOT_THRESHOLD must not be above FLUX_EOT_THRESHOLD")
         if not 500 <= self.flux_eot_timeout_ms <= 60000:
             raise ConfigError("FLUX_EOT_TIMEOUT_MS must be within 500-60000")
+
+    def _check_openai_voice(self) -> list[str]:
+        if self.openai_tts_api == "realtime" and self.openai_tts_voice not in REALTIME_VOICES:
+            raise ConfigError(f"OPENAI_TTS_VOICE={self.openai_tts_voice} is not a Realtime API voice; "
+                              f"choose one of {', '.join(REALTIME_VOICES)}")
+        if self.openai_tts_api == "speech":
+            return [f"OPENAI_TTS_API=speech: OpenAI's Speech API models shut down on {SPEECH_API_SHUTDOWN}; "
+                    "use OPENAI_TTS_API=realtime (the default)"]
+        return []
 
     @property
     def all_mock(self) -> bool:
@@ -224,6 +252,8 @@ class Settings(BaseSettings):
         if self.provider("asr") == "deepgram" and self.uses_flux:
             self._check_flux()
         warnings = []
+        if self.openai_api_key and not self.use_mock_streaming:  # OpenAI's voice, the main one or the fallback
+            warnings += self._check_openai_voice()
         if self.twilio_auth_token and not self.twilio_validate_signatures:
             warnings.append("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked")
         elif not self.twilio_auth_token:

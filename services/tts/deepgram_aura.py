@@ -12,7 +12,7 @@ from deepgram import AsyncDeepgramClient
 
 from services.asr.deepgram import deepgram_environment
 from services.settings import Settings
-from services.tts.base import AudioEncoding
+from services.tts.base import AudioEncoding, EventHook
 
 log = logging.getLogger("zylin.tts.aura")
 
@@ -39,6 +39,9 @@ class AuraSynthesizer:
             async for chunk in chunks:
                 if chunk:
                     yield chunk
+
+    def for_call(self, on_event: EventHook | None = None) -> AuraSynthesizer:
+        return self  # one request per sentence: every call shares the client
 
     async def close(self) -> None:
         await self._http.aclose()

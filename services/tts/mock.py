@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 
 import numpy as np
 
-from services.tts.base import AudioEncoding
+from services.tts.base import AudioEncoding, EventHook
 
 CHUNK_BYTES = 4801
 WORD_GAP_S = 0.06
@@ -49,6 +49,9 @@ class MockSynthesizer:
         for at in range(0, len(audio), CHUNK_BYTES):
             yield audio[at:at + CHUNK_BYTES]
             await asyncio.sleep(0)  # stream, do not hog the loop
+
+    def for_call(self, on_event: EventHook | None = None) -> MockSynthesizer:
+        return self  # stateless: every call shares it
 
     async def close(self) -> None:
         self._cache.clear()

@@ -1,4 +1,5 @@
-"""OpenAI Speech API, streamed as raw pcm: 24 kHz 16-bit little-endian mono, no header.
+"""OpenAI Speech API, streamed as raw pcm: 24 kHz 16-bit little-endian mono, no header. Its models
+shut down on 2027-01-06: Zylin uses it only with OPENAI_TTS_API=speech.
 
 Chunks are passed on exactly as they arrive (odd lengths included: the engine's resampler carries
 the odd byte), so the first audio of a sentence leaves as early as the network allows.
@@ -13,8 +14,8 @@ from typing import Any, cast
 
 from openai import AsyncOpenAI
 
-from services.settings import Settings
-from services.tts.base import AudioEncoding
+from services.settings import OPENAI_VOICE_MODELS, Settings
+from services.tts.base import AudioEncoding, EventHook
 
 log = logging.getLogger("zylin.tts.openai")
 
@@ -29,7 +30,7 @@ class OpenAISynthesizer:
     encoding: AudioEncoding = "pcm16"
 
     def __init__(self, settings: Settings, *, timeout_s: float = 15.0, max_retries: int = 1) -> None:
-        self.model = settings.openai_tts_model
+        self.model = settings.openai_tts_model or OPENAI_VOICE_MODELS["speech"]
         self.voice = settings.openai_tts_voice
         self.cache_key = f"openai:{self.model}:{self.voice}"
         # Only the gpt-4o family of speech models takes style instructions; tts-1 rejects them.
@@ -48,6 +49,9 @@ class OpenAISynthesizer:
                 async for chunk in chunks:
                     if chunk:
                         yield chunk
+
+    def for_call(self, on_event: EventHook | None = None) -> OpenAISynthesizer:
+        return self  # one request per sentence: every call shares the client
 
     async def close(self) -> None:
         await self._client.close()
