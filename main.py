@@ -15,6 +15,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Literal
 
 from starlette.applications import Starlette
@@ -31,13 +32,14 @@ from api.twilio_status import status
 from api.twilio_voice import dial_result, voice
 from services.legacy.conversation import LegacyReceptionist
 from services.orchestrator.database_recorder import DatabaseRecorder
-from services.orchestrator.greeting import GreetingCache
+from services.orchestrator.phrases import PhraseCache
 from services.orchestrator.record import CallRecorder
 from services.providers import build_fallback_synthesizer, build_synthesizer
 from services.receptionist.profile import BusinessProfile, ProfileError, load_profile
 from services.runtime import Runtime
 from services.settings import ConfigError, Settings
 from services.storage import Storage, StorageError
+from services.storage.service import journal_folder
 from services.telephony.rest import OfflineTelephony, Telephony, TwilioTelephony
 from services.telephony.webhook import SignatureCheck
 
@@ -61,11 +63,20 @@ def build_runtime(settings: Settings, recorder: CallRecorder | None = None,
             telephony = OfflineTelephony()
     return Runtime(
         settings=settings, profile=profile, tts=tts, tts_fallback=tts_fallback,
-        greetings=GreetingCache(tts, settings.soxr_quality), telephony=telephony,
+        phrases=PhraseCache(settings.soxr_quality, phrase_folder(settings)), telephony=telephony,
         recorder=recorder or DatabaseRecorder(storage, settings.latency_target_ms),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.signatures_enforced),
         storage=storage,
     )
+
+
+def phrase_folder(settings: Settings) -> Path | None:
+    """PHRASE_CACHE_DIR, else phrases/ beside the SQLite file (or data/phrases); None keeps the
+    phrases in memory only (an in-memory database)."""
+    if settings.phrase_cache_dir:
+        return Path(settings.phrase_cache_dir)
+    journal = journal_folder(settings.database_url)
+    return None if journal is None else journal.parent / "phrases"
 
 
 def create_app(settings: Settings | None = None, *, recorder: CallRecorder | None = None,

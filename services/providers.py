@@ -80,7 +80,8 @@ def openai_brain_arguments(settings: Settings) -> dict[str, Any]:
 
 
 def build_synthesizer(settings: Settings) -> SpeechSynthesizer:
-    """One synthesizer per process: it is stateless per request and shares its HTTP pool."""
+    """One voice per process; a call speaks through its `for_call()` (a streaming voice: a
+    connection per call, Aura's speak socket or an OpenAI Realtime session)."""
     return _synthesizer(settings.provider("tts"), settings)
 
 
@@ -115,7 +116,10 @@ def build_fallback_synthesizer(settings: Settings) -> SpeechSynthesizer | None:
 
 def _synthesizer(name: str, settings: Settings) -> SpeechSynthesizer:
     """Built with no event loop running: `python main.py` builds the app before uvicorn's loop."""
-    if name == "openai":
+    if name == "openai" and settings.openai_tts_api == "realtime":
+        from services.tts.openai_realtime import RealtimeVoice
+        return RealtimeVoice(settings)
+    if name == "openai":  # the Speech API: only when asked for (it shuts down on 2027-01-06)
         from services.tts.openai_tts import OpenAISynthesizer
         return OpenAISynthesizer(settings)
     if name == "deepgram":

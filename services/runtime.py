@@ -7,12 +7,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from services.orchestrator.greeting import GreetingCache, render
+from services.orchestrator.phrases import PhraseCache, render
 from services.orchestrator.record import CallInfo, CallRecorder
 from services.orchestrator.session import CallSession
 from services.orchestrator.speaker import SpeechFallback, describe, voice_name
 from services.providers import build_brain, build_recognizer
-from services.receptionist.lines import APOLOGY_LINE
+from services.receptionist.lines import APOLOGY_LINE, PHRASES
 from services.receptionist.profile import BusinessProfile
 from services.receptionist.tool_types import CallContext
 from services.receptionist.tools import Toolbox
@@ -33,33 +33,37 @@ class Runtime:
     settings: Settings
     profile: BusinessProfile
     tts: SpeechSynthesizer
-    greetings: GreetingCache
+    phrases: PhraseCache
     telephony: Telephony
     recorder: CallRecorder
     signatures: SignatureCheck
     storage: Storage
     greeting_ready: bool = False
     tts_fallback: SpeechSynthesizer | None = None   # says a sentence `tts` failed (providers.py)
-    speech: SpeechFallback = field(init=False)       # the fallback voice and the apology, for every call
+    speech: SpeechFallback = field(init=False)       # the fallback voice, the apology, the phrases: every call
     _apology_task: asyncio.Future | None = field(default=None, init=False, repr=False)
+    _phrases_task: asyncio.Future | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.speech = SpeechFallback(self.tts_fallback, quality=self.settings.soxr_quality)
+        self.speech = SpeechFallback(self.tts_fallback, quality=self.settings.soxr_quality,
+                                     max_gap_s=self.settings.tts_max_gap_ms / 1000, phrases=self.phrases)
 
     async def warm_up(self) -> None:
         """Render the greeting and the apology before the first call rings: the greeting so it can
         start within a few ms, the apology because it is needed exactly when no voice can speak.
-        The neural VAD's model is loaded now too (~50 ms), not on the first call's first frame."""
+        The other fixed lines follow in the background. The neural VAD's model is loaded now too
+        (~50 ms), not on the first call's first frame."""
         if self.settings.vad == "neural":
             from services.audio.silero_vad import shared_model
 
             shared_model()
         try:
-            await self.greetings.get(self.profile.greeting)
+            await self.phrases.get(self.tts, self.profile.greeting)
             self.greeting_ready = True
         except Exception as exc:
             log.warning("could not pre-render the greeting (%s); calls will synthesize it live", describe(exc))
         await self._render_apology()
+        self._phrases_task = asyncio.ensure_future(self.phrases.warm(self.tts, list(PHRASES)))
 
     async def _render_apology(self) -> None:
         """The apology in the main voice, else in the fallback's."""
@@ -67,8 +71,7 @@ class Runtime:
             if tts is None:
                 continue
             try:
-                self.speech.apology = await render(tts, APOLOGY_LINE, self.settings.soxr_quality,
-                                                   self.speech.first_byte_timeout_s)
+                self.speech.apology = await render(tts, APOLOGY_LINE, self.settings.soxr_quality)
                 return
             except Exception as exc:
                 log.warning("could not render the apology with %s (%s)", voice_name(tts), describe(exc))
@@ -82,8 +85,9 @@ class Runtime:
 
     async def close_speech(self) -> None:
         """Shutdown: the voices' HTTP clients, and an apology still being rendered."""
-        if self._apology_task is not None:
-            self._apology_task.cancel()
+        for task in (self._apology_task, self._phrases_task):
+            if task is not None:
+                task.cancel()
         await self.tts.close()
         if self.tts_fallback is not None:
             await self.tts_fallback.close()
@@ -111,11 +115,10 @@ class Runtime:
                         started_at=time.monotonic())
         self.recorder.stream_started(info)
         self._retry_apology()
-        try:
-            greeting = await self.greetings.get(self.profile.greeting)
+        try:  # ready since start-up, unless it failed then: one call renders it, the others wait
+            await self.phrases.get(self.tts, self.profile.greeting)
         except Exception as exc:
             log.warning("greeting synthesis failed (%s); trying live", describe(exc))
-            greeting = None
         context = CallContext(call_sid=start.call_sid, caller_phone=info.caller, profile=self.profile,
                               can_transfer=self.telephony.can_transfer, storage=self.storage,
                               telephony=self.telephony,
@@ -125,7 +128,7 @@ class Runtime:
             recognizer=build_recognizer(self.settings, self.profile, params),
             brain=build_brain(self.settings, self.profile), tts=self.tts, speech_fallback=self.speech,
             toolbox=Toolbox(context), telephony=self.telephony, sender=sender,
-            recorder=self.recorder, greeting_text=self.profile.greeting, greeting_audio=greeting,
+            recorder=self.recorder, greeting_text=self.profile.greeting,
             transfer_failed=params.get("transfer", ""),
             segment=int(params["segment"]) if params.get("segment", "").isdigit() else 0,
         )

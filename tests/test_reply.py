@@ -25,7 +25,7 @@ ALLOWED: set[tuple[ReplyState, ReplyState]] = {
 
 def reply(state: ReplyState = S.SPEAKING, sentences: list[SpokenSentence] | None = None) -> Reply:
     none = cast(Any, None)
-    speaker = Speaker(none, none, none, 1, TurnLatency(), sentences=sentences or [])
+    speaker = Speaker(none, none, 1, TurnLatency(), sentences=sentences or [])
     made = Reply(1, speaker.latency, speaker, TurnRecord(0, "zylin", "", 0.0))
     made.state = state
     return made

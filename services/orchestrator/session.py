@@ -30,14 +30,14 @@ from services.asr.base import (
     UtteranceEnd,
     takes_mulaw,
 )
-from services.audio.codec import FRAME_MS, OutboundEncoder, ulaw_to_pcm
+from services.audio.codec import FRAME_MS, ulaw_to_pcm
 from services.llm.base import Brain, BrainError, Message, ToolCall
 from services.orchestrator.chunker import SentenceChunker
 from services.orchestrator.generation import run_turn
 from services.orchestrator.latency import TurnLatency
 from services.orchestrator.record import CallEvent, CallInfo, CallRecorder, TurnRecord
 from services.orchestrator.reply import Reply, ReplyState
-from services.orchestrator.speaker import START_MARK, Speaker, SpeechFallback, SpokenSentence, send_frames, start_mark
+from services.orchestrator.speaker import START_MARK, CallVoices, Speaker, SpeechFallback
 from services.orchestrator.turns import TurnDetector
 from services.providers import build_vad
 from services.receptionist.lines import (
@@ -75,7 +75,7 @@ class CallSession:
     def __init__(self, info: CallInfo, settings: Settings, recognizer: SpeechRecognizer,
                  brain: Brain, tts: SpeechSynthesizer, toolbox: Toolbox, telephony: Telephony,
                  sender: StreamSender, recorder: CallRecorder, greeting_text: str,
-                 greeting_audio: bytes | None, transfer_failed: str = "", segment: int = 0,
+                 transfer_failed: str = "", segment: int = 0,
                  speech_fallback: SpeechFallback | None = None) -> None:
         self.info = info
         self.settings = settings
@@ -87,9 +87,8 @@ class CallSession:
         self.telephony = telephony
         self.sender = sender
         self.recorder = recorder
-        self.greeting_text = greeting_text
-        self.greeting_audio = greeting_audio
-        self.speech_fallback = speech_fallback  # another voice and an apology, when `tts` fails
+        self.greeting_text = greeting_text     # in the phrase cache, when it could be rendered
+        self.speech_fallback = speech_fallback  # another voice, the apology, the phrases: when `tts` fails
         self.transfer_failed = transfer_failed  # DialCallStatus: the caller is back from a failed transfer
         self.segment = segment                  # this call's stream number (0, then 1 after a transfer...)
         self._turn_base = segment * 1000        # turn numbers stay unique across the call's streams
@@ -108,6 +107,8 @@ class CallSession:
         self._last_activity = time.monotonic()
         self._idle_prompts = 0
         self._tasks: list[asyncio.Task] = []
+        # the call's own voices: a streaming voice connects now, before the greeting is over
+        self.voices = CallVoices.for_call(tts, speech_fallback, self._event)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -142,7 +143,8 @@ class CallSession:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        for closer in (self.asr.close, self.brain.close):
+        keep = (self.tts, self.speech_fallback.tts if self.speech_fallback else None)
+        for closer in (self.asr.close, self.brain.close, lambda: self.voices.close(keep)):
             try:
                 await asyncio.wait_for(closer(), timeout=2.0)
             except Exception as exc:
@@ -316,11 +318,9 @@ class CallSession:
             cut = previous.state is ReplyState.CUT
             self._advance(previous, ReplyState.INTERRUPTED if cut else ReplyState.SUPERSEDED)
         self._gen += 1
-        # A fresh encoder per reply: an interrupted reply's leftovers can never leak into the next.
-        encoder = OutboundEncoder(self.tts.sample_rate, self.tts.encoding, self.settings.soxr_quality)
+        # Fresh encoders per reply (the speaker's): an interrupted reply's leftovers never leak into the next.
         gate = asyncio.Event() if speculative else None
-        speaker = Speaker(self.tts, encoder, self.sender, self._gen, latency, self.speech_fallback, self._event,
-                          gate=gate)
+        speaker = Speaker(self.voices, self.sender, self._gen, latency, self._event, gate=gate)
         record = TurnRecord(0, TurnSpeaker.ZYLIN, "", time.monotonic())
         reply = Reply(self._gen, latency, speaker, record, caller_turn=caller_turn,
                       stream_s_at_start=self.stream_s, gate=gate,
@@ -485,22 +485,7 @@ class CallSession:
             why = DIAL_FAILED.get(self.transfer_failed, "nobody could take the call")
             self._say(not_put_through(why))
             return
-        if self.greeting_audio is None:  # the cache could not render it: synthesize live
-            self._say(self.greeting_text)
-            return
-        reply = self._new_reply(TurnLatency())
-        message = Message("assistant", self.greeting_text)
-        reply.messages.append(message)
-        reply.task = asyncio.create_task(self._send_greeting(reply, message, self.greeting_audio), name="greeting")
-
-    async def _send_greeting(self, reply: Reply, message: Message, audio: bytes) -> None:
-        sentence = SpokenSentence(self.greeting_text, f"{reply.gen}.0", message)
-        await send_frames(self.sender, audio, start_mark(reply.gen))
-        sentence.first_sent_at = reply.latency.first_audio_at = time.monotonic()
-        sentence.audio_bytes = len(audio)
-        reply.sentences.append(sentence)
-        await self.sender.mark(sentence.mark)
-        self._sent(reply)
+        self._say(self.greeting_text)  # from the phrase cache: its audio leaves within a few ms
 
     async def _watchdog(self) -> None:
         """Idle caller: prompt once, then say goodbye. Long call: end it politely."""

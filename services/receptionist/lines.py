@@ -20,6 +20,10 @@ TRANSFER_FAILED_LINE = f"I'm sorry, I couldn't connect you. {TAKE_A_MESSAGE}"  #
 APOLOGY_LINE = "Sorry, I'm having trouble speaking right now."  # pre-rendered: when no voice can speak
 ONE_MOMENT = "One moment, please."  # a tool is slow (TOOL_ONE_MOMENT_S): the caller hears why it is quiet
 
+# --- said around the work -------------------------------------------------------------------------
+LET_ME_CHECK = "Let me check."       # before looking up availability
+ANYTHING_ELSE = "Is there anything else I can help with?"
+
 
 def not_put_through(why: str) -> str:
     """Back from a <Dial> nobody took (`why`: telephony.webhook.DIAL_FAILED's words): say so, offer a message."""
@@ -44,3 +48,9 @@ DEMO_REMINDER = "Sorry, I still can't understand you: this demo line has no spee
 
 # --- not said: what the brain is told the caller did ----------------------------------------------
 DTMF_PERSON = "[The caller pressed 0: they want to speak to a person.]"
+
+
+# The lines said word for word often enough to pre-render in the call's voice (the phrase cache,
+# with the business's greeting): their audio goes out within a few ms of being needed.
+PHRASES = (LET_ME_CHECK, ANYTHING_ELSE, ONE_MOMENT, IDLE_PROMPT, IDLE_GOODBYE, MAX_DURATION_GOODBYE,
+           FALLBACK_LINE, ASR_DOWN_LINE, TRANSFER_FAILED_LINE, PASS_ON)

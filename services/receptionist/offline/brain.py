@@ -23,7 +23,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from services.llm.base import BrainOutput, Message, TextDelta, ToolCall, ToolSpec
-from services.receptionist.lines import OFFER_MESSAGE, PASS_ON
+from services.receptionist.lines import ANYTHING_ELSE, LET_ME_CHECK, OFFER_MESSAGE, PASS_ON
 from services.receptionist.offline import understanding as nlu
 from services.receptionist.profile import BusinessProfile, Service
 from services.receptionist.spoken import spoken_datetime, spoken_day, spoken_time
@@ -33,7 +33,6 @@ BOOKING = ("I'd be happy to help you book an appointment. "
 GREETING = "Hello! How can I help you today?"
 FALLBACK = ("Sorry, I can help with our hours, services and prices, booking an appointment, "
             "or taking a message. What would you like to do?")
-ANYTHING_ELSE = "Is there anything else I can help with?"
 BROKE = "I'm sorry, something went wrong on my side."
 # What a refused tool call needs from the caller (its `ask`), said in this brain's own words: the
 # tool's `reason` for these may be worded for a brain, and its `note` always is.
@@ -368,7 +367,7 @@ class Dialogue:
                 args["time"] = f"{plan.time[0]:02d}:{plan.time[1]:02d}"
             elif plan.part is not None:
                 args["part_of_day"] = plan.part
-            return self._call("check_availability", args, "Let me check.")
+            return self._call("check_availability", args, LET_ME_CHECK)
         if plan.task == "book" and not self.name:
             return self._ask(f"{news}May I have your name, please?", "name", "May I have your name, please?")
         return self._ask(self._read_back(), "confirm")
