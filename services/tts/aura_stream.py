@@ -223,15 +223,25 @@ class AuraStream:
 
     async def _open(self) -> _Connection:
         stack = AsyncExitStack()
+        # The SDK's (legacy websockets) handshake does not give way to a cancellation until its own
+        # 10 s open timeout, so the handshake runs as a task of its own that is left behind, and
+        # cleaned up whenever it ends, if it does not open within the bound.
+        entering = asyncio.create_task(stack.enter_async_context(self._rest.client.speak.v1.connect(
+            model=self.model, encoding="mulaw", sample_rate=8000)), name="aura-stream-handshake")
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                socket = await stack.enter_async_context(self._rest.client.speak.v1.connect(
-                    model=self.model, encoding="mulaw", sample_rate=8000))
+            done, _ = await asyncio.wait({entering}, timeout=self._connect_timeout_s)
+            if not done:
+                entering.cancel()
+                entering.add_done_callback(lambda _: _close_later(stack))
+                raise TimeoutError
+            socket = entering.result()
         except asyncio.CancelledError:
-            await _quietly(stack.aclose())
+            entering.cancel()
+            entering.add_done_callback(lambda _: _close_later(stack))
             raise
         except Exception as exc:
-            await _quietly(stack.aclose())
+            if entering.done():
+                await _quietly(stack.aclose())
             self._failed_at, self._failure = asyncio.get_running_loop().time(), _reason(exc)
             log.warning("cannot open the Deepgram speak socket (%s)", self._failure)
             raise VoiceUnavailable(f"Deepgram speak socket unavailable: {self._failure}") from None
@@ -397,6 +407,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or 'connection failed'}"
     return type(exc).__name__
+
+
+_left_behind: set[asyncio.Task] = set()
+
+
+def _close_later(stack: AsyncExitStack) -> None:
+    """Close a handshake's stack once that handshake (given up on) has ended."""
+    task = asyncio.get_running_loop().create_task(_quietly(stack.aclose()))
+    _left_behind.add(task)
+    task.add_done_callback(_left_behind.discard)
 
 
 def _retrieve(task: asyncio.Task) -> None:
