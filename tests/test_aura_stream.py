@@ -16,9 +16,14 @@ from deepgram.speak.v1.types import SpeakV1Text
 from websockets.exceptions import ConnectionClosed
 
 from services.asr.deepgram import deepgram_environment
+from services.audio.codec import OutboundEncoder
+from services.orchestrator.latency import TurnLatency
+from services.orchestrator.speaker import Speaker, SpeechFallback
 from services.storage.vocabulary import EventKind
+from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.aura_stream import AuraStream, FlushRefused, VoiceDropped, VoiceInterrupted, VoiceUnavailable
 from services.tts.deepgram_aura import AuraSynthesizer
+from services.tts.mock import MockSynthesizer
 from tests.factories import PROVIDER_KEY, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
 
@@ -371,3 +376,46 @@ async def test_the_fake_warns_on_the_21st_flush_within_a_minute_and_does_not_pro
     warning = next(m for m in messages if getattr(m, "type", None) == "Warning")
     assert flushed == list(range(20))
     assert warning.warn_code == "EXCESSIVE_FLUSH"          # Deepgram's field names (deepgram-python-sdk#653)
+
+
+# --- with the speaker ----------------------------------------------------------------------------------------
+def speaker_for(main: Any, fallback: Any = None) -> tuple[Speaker, list[str], list[tuple[str, dict]]]:
+    sent: list[str] = []
+    recorded: list[tuple[str, dict]] = []
+
+    async def send_text(text: str) -> None:
+        sent.append(text)
+
+    speaker = Speaker(main, OutboundEncoder(main.sample_rate, main.encoding), StreamSender(send_text, "MZ1"),
+                      1, TurnLatency(), SpeechFallback(fallback) if fallback is not None else None,
+                      lambda kind, **detail: recorded.append((kind, detail)))
+    return speaker, sent, recorded
+
+
+async def test_a_reply_over_the_socket_keeps_each_sentence_s_audio_and_mark(deepgram, voices):
+    deepgram.speak_ws_bytes_per_s = 80_000                 # the next sentence is asked while one plays
+    stream, _ = voices()
+    speaker, sent, recorded = speaker_for(stream)
+    for text in (FIRST, SECOND, THIRD):
+        speaker.say(text)
+    speaker.finish()
+    await asyncio.wait_for(speaker.run(), 10)
+
+    assert [s.text for s in speaker.sentences] == [FIRST, SECOND, THIRD]
+    assert [s.audio_bytes for s in speaker.sentences] == [len(rendered(deepgram, t)) for t in (FIRST, SECOND, THIRD)]
+    marks = [out.name for out in map(parse_outbound, sent) if out.event == "mark"]
+    assert marks == ["1.start", "1.0", "1.1", "1.2"] and recorded == []
+    assert deepgram.speak_sessions[0].speaks == [FIRST, SECOND, THIRD] and deepgram.speak_requests == []
+
+
+async def test_a_socket_that_will_not_open_hands_the_sentence_to_the_fallback_voice(deepgram, voices):
+    deepgram.refuse(503)
+    stream, _ = voices()
+    speaker, _, recorded = speaker_for(stream, MockSynthesizer())
+    speaker.say(FIRST)
+    speaker.finish()
+    await asyncio.wait_for(speaker.run(), 10)
+
+    assert [s.text for s in speaker.sentences] == [FIRST] and speaker.sentences[0].audio_bytes > 0
+    assert recorded == [("tts_fallback", {"provider": "deepgram", "error": "deepgram: VoiceUnavailable",
+                                          "spoken_by": "mock"})]
