@@ -133,6 +133,18 @@ async def test_closing_a_sentence_early_clears_fails_the_next_and_the_socket_goe
     assert len(deepgram.speak_sessions) == 1 and stream.connections == 1
 
 
+async def test_a_clear_never_answered_counts_as_a_dropped_socket(deepgram, voices):
+    deepgram.speak_ws_hold_after, deepgram.speak_ws_answer_clear = 1, False
+    stream, events = voices(clear_timeout_s=0.3)
+    sentence = stream.synthesize(FIRST)
+    await asyncio.wait_for(anext(sentence), 5)
+    await sentence.aclose()
+    await deepgram.wait_speak_session(1)                   # given up on, and reopened
+    assert events == [(EventKind.TTS_RECONNECT, {"provider": "deepgram", "reason": "no Cleared within 0.3 s"})]
+    deepgram.speak_ws_hold_after = None
+    assert b"".join(await collect(stream.synthesize(SECOND))) == rendered(deepgram, SECOND)
+
+
 async def test_past_twenty_flushes_a_minute_sentences_go_by_rest_and_deepgram_never_warns(deepgram, voices, caplog):
     stream, _ = voices()
     session = await deepgram.wait_speak_session(0)
@@ -419,3 +431,28 @@ async def test_a_socket_that_will_not_open_hands_the_sentence_to_the_fallback_vo
     assert [s.text for s in speaker.sentences] == [FIRST] and speaker.sentences[0].audio_bytes > 0
     assert recorded == [("tts_fallback", {"provider": "deepgram", "error": "deepgram: VoiceUnavailable",
                                           "spoken_by": "mock"})]
+
+
+async def test_a_sentence_the_socket_stalls_on_is_cleared_and_said_by_the_fallback(deepgram, voices):
+    deepgram.speak_ws_first_audio_delay_s = 3.0            # longer than the first-byte bound below
+    stream, _ = voices()
+    session = await deepgram.wait_speak_session(0)
+    sent: list[str] = []
+    recorded: list[tuple[str, dict]] = []
+
+    async def send_text(text: str) -> None:
+        sent.append(text)
+
+    speaker = Speaker(stream, OutboundEncoder(8000, "mulaw"), StreamSender(send_text, "MZ1"), 1, TurnLatency(),
+                      SpeechFallback(MockSynthesizer(), first_byte_timeout_s=0.3),
+                      lambda kind, **detail: recorded.append((kind, detail)))
+    speaker.say(FIRST)
+    speaker.finish()
+    await asyncio.wait_for(speaker.run(), 10)
+
+    assert recorded == [("tts_fallback", {"provider": "deepgram", "error": "deepgram: no audio within the "
+                                          "first-byte timeout", "spoken_by": "mock"})]
+    await deepgram.wait_speak_ws(lambda: session.clears == 1)   # the stalled sentence was cleared
+    deepgram.speak_ws_first_audio_delay_s = 0.0
+    assert b"".join(await collect(stream.synthesize(SECOND))) == rendered(deepgram, SECOND)
+    assert session.audio_sent == bytearray(rendered(deepgram, SECOND))   # none of the stalled one's audio went out

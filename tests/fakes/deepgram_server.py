@@ -364,6 +364,7 @@ class FakeDeepgram(FakeServer):
         self.speak_ws_bytes_per_s: float | None = None # pace each flush's audio (None: at once)
         self.speak_ws_hold_after: int | None = None    # each flush stalls after this many chunks until release
         self.speak_ws_idle_timeout_s: float | None = None   # close 1011 after this long with no text
+        self.speak_ws_answer_clear = True              # False: a Clear is carried out but never answered
         self.speak_ws_flush_limit = 20                 # Flushes processed per window per connection
         self.speak_ws_flush_window_s = 60.0
         self._changed = asyncio.Condition()

@@ -14,7 +14,7 @@ socket does not stream, a sample rate it does not offer (mu-law and A-law: 8000 
 
 Knobs (on FakeDeepgram, `speak_ws_*`): the first audio's delay after a Flush, pacing, a stall
 after N chunks of each flush until `release`, an idle timeout (off by default: Deepgram documents
-none for this socket, and says KeepAlive does not apply to it). A session can be dropped (with a
+none for this socket, and says KeepAlive does not apply to it), Clear left unanswered. A session can be dropped (with a
 close code or abruptly) like a listen session; `refuse()` refuses upgrades here too.
 """
 
@@ -181,8 +181,9 @@ class SpeakSession(ListenSession):
             self._work.get_nowait()
         self._cleared.set()
         self._cleared = asyncio.Event()
-        async with self._write:
-            await self.send_json({"type": "Cleared", "sequence_id": self._sequence})
+        if self.fake.speak_ws_answer_clear:
+            async with self._write:
+                await self.send_json({"type": "Cleared", "sequence_id": self._sequence})
 
     async def _generate(self) -> None:
         """Flushes' audio in order, then their Flushed; a Clear cuts the current one short."""
