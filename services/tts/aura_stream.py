@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,13 +140,19 @@ class AuraStream:
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Audio for `text` as it arrives; closing early sends Clear. Raises an AuraStreamError
         when the socket cannot say it (the speaker then tries its fallback voice)."""
-        if not self._take_flush():
+        stamp = self._take_flush()
+        if stamp is None:
             self.rest_sentences += 1
             async with aclosing(self._rest.synthesize(text)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
-        conn = await self._connection()
+        try:
+            conn = await self._connection()
+        except BaseException:
+            with suppress(ValueError):        # never sent: it does not count
+                self._flush_times.remove(stamp)
+            raise
         job = _Job(conn.flushes)
         conn.flushes += 1
         conn.jobs.append(job)
@@ -161,8 +167,8 @@ class AuraStream:
             if not job.done:   # closed before its Flushed: no await here, it may be a cancellation
                 self._abandon(conn, job)
 
-    def _take_flush(self) -> bool:
-        """Count a Flush against the rolling window; False when none is left in it."""
+    def _take_flush(self) -> float | None:
+        """Count a Flush against the rolling window (its time); None when none is left in it."""
         now = asyncio.get_running_loop().time()
         while self._flush_times and now - self._flush_times[0] >= self._flush_window_s:
             self._flush_times.popleft()
@@ -171,9 +177,9 @@ class AuraStream:
                 self._overflow_logged_at = now
                 log.info("Deepgram's flush limit (%d per %.0f s) is reached on this call's socket; "
                          "sentences go by REST until the window frees up", self._flush_limit, self._flush_window_s)
-            return False
+            return None
         self._flush_times.append(now)
-        return True
+        return now
 
     def _abandon(self, conn: _Connection, job: _Job) -> None:
         """A sentence closed before its Flushed: Clear empties Deepgram's whole buffer, so every
@@ -231,13 +237,11 @@ class AuraStream:
         try:
             done, _ = await asyncio.wait({entering}, timeout=self._connect_timeout_s)
             if not done:
-                entering.cancel()
-                entering.add_done_callback(lambda _: _close_later(stack))
+                _leave_behind(entering, stack)
                 raise TimeoutError
             socket = entering.result()
         except asyncio.CancelledError:
-            entering.cancel()
-            entering.add_done_callback(lambda _: _close_later(stack))
+            _leave_behind(entering, stack)
             raise
         except Exception as exc:
             if entering.done():
@@ -412,11 +416,16 @@ def _reason(exc: BaseException) -> str:
 _left_behind: set[asyncio.Task] = set()
 
 
-def _close_later(stack: AsyncExitStack) -> None:
-    """Close a handshake's stack once that handshake (given up on) has ended."""
-    task = asyncio.get_running_loop().create_task(_quietly(stack.aclose()))
-    _left_behind.add(task)
-    task.add_done_callback(_left_behind.discard)
+def _leave_behind(handshake: asyncio.Task, stack: AsyncExitStack) -> None:
+    """Give up on a handshake: once it has ended (opened or not), close what it opened."""
+    def ended(task: asyncio.Task) -> None:
+        _retrieve(task)
+        closing = asyncio.get_running_loop().create_task(_quietly(stack.aclose()))
+        _left_behind.add(closing)
+        closing.add_done_callback(_left_behind.discard)
+
+    handshake.cancel()
+    handshake.add_done_callback(ended)
 
 
 def _retrieve(task: asyncio.Task) -> None:
