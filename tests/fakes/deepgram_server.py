@@ -1,5 +1,6 @@
 """A local Deepgram: the live transcription WebSocket (`GET /v1/listen`), Flux (`GET /v2/listen`,
-tests/fakes/deepgram_flux.py) and Aura (`POST /v1/speak`) on one port, as Deepgram serves them.
+tests/fakes/deepgram_flux.py) and Aura (`POST /v1/speak`, and the `GET /v1/speak` WebSocket in
+tests/fakes/deepgram_speak.py) on one port, as Deepgram serves them.
 
 Listen: records the query it was opened with, every message received (binary audio, KeepAlive /
 Finalize / CloseStream JSON), and answers with Results / SpeechStarted / UtteranceEnd / Metadata
@@ -12,7 +13,8 @@ sends Metadata and closes 1000, ten seconds (setting) with neither audio nor a t
 1011, an encoding it does not support is refused with 400 at the upgrade. It can drop a
 connection (abruptly or with a close code) and refuse new ones.
 
-Speak: returns mu-law (or linear16) bytes for the text, streamed in odd-sized chunks.
+Speak: returns mu-law (or linear16) bytes for the text, streamed in odd-sized chunks; the speak
+WebSocket streams the same bytes per Flush.
 """
 
 from __future__ import annotations
@@ -353,6 +355,18 @@ class FakeDeepgram(FakeServer):
         self.speak_hold_after: int | None = None      # stall after this many chunks until release
         self.speak_error: tuple[int, str] | None = None
         self.release = asyncio.Event()
+        # The speak WebSocket (tests/fakes/deepgram_speak.py): its sessions, what they received, knobs.
+        self.speak_sessions: list[ListenSession] = []
+        self.speak_ws_speaks = 0                       # Speak messages, all sessions
+        self.speak_ws_flushes = 0                      # Flush messages (refused ones too)
+        self.speak_ws_clears = 0
+        self.speak_ws_first_audio_delay_s = 0.0        # after a Flush, before its first audio
+        self.speak_ws_bytes_per_s: float | None = None # pace each flush's audio (None: at once)
+        self.speak_ws_hold_after: int | None = None    # each flush stalls after this many chunks until release
+        self.speak_ws_idle_timeout_s: float | None = None   # close 1011 after this long with no text
+        self.speak_ws_answer_clear = True              # False: a Clear is carried out but never answered
+        self.speak_ws_flush_limit = 20                 # Flushes processed per window per connection
+        self.speak_ws_flush_window_s = 60.0
         self._changed = asyncio.Condition()
 
     def refuse(self, status: int = 503, count: int | None = None) -> None:
@@ -366,6 +380,15 @@ class FakeDeepgram(FakeServer):
         """The `index`-th (0-based) connection, once it is open."""
         await self._wait(lambda: len(self.sessions) > index, timeout)
         return self.sessions[index]
+
+    async def wait_speak_session(self, index: int, timeout: float = 5.0) -> ListenSession:
+        """The `index`-th (0-based) speak WebSocket, once it is open."""
+        await self._wait(lambda: len(self.speak_sessions) > index, timeout)
+        return self.speak_sessions[index]
+
+    async def wait_speak_ws(self, predicate, timeout: float = 5.0) -> None:
+        """Until `predicate()` holds; re-checked whenever a speak socket receives or closes."""
+        await self._wait(predicate, timeout)
 
     async def wait_heard(self, count: int, timeout: float = 10.0) -> None:
         """Until `count` script lines have been answered as final results."""
@@ -391,7 +414,7 @@ class FakeDeepgram(FakeServer):
     # --- routing ------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [web.route("*", "/v1/listen", self._listen_or_transcribe), web.get("/v2/listen", self._listen),
-                web.post("/v1/speak", self._speak),
+                web.route("*", "/v1/speak", self._speak_or_stream),
                 web.route("*", "/{tail:.*}", self._unknown)]
 
     async def _unknown(self, request: web.Request) -> web.Response:
@@ -406,6 +429,14 @@ class FakeDeepgram(FakeServer):
             return await self._transcribe(request)
         return await self._unknown(request)
 
+    async def _speak_or_stream(self, request: web.Request) -> web.StreamResponse:
+        """/v1/speak: a WebSocket upgrade is the streaming voice; a POST is one REST request."""
+        if request.headers.get("upgrade", "").lower() == "websocket":
+            return await self._listen(request)
+        if request.method == "POST":
+            return await self._speak(request)
+        return await self._unknown(request)
+
     async def _listen(self, request: web.Request) -> web.StreamResponse:
         recorded = await RecordedRequest.of(request)
         self.attempts += 1
@@ -417,6 +448,13 @@ class FakeDeepgram(FakeServer):
             return json_response(status, body)
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(request)
+        if request.path == "/v1/speak":
+            from tests.fakes.deepgram_speak import SpeakSession
+            speaking = SpeakSession(self, recorded, ws, request.transport)
+            self.speak_sessions.append(speaking)
+            await self._notify()
+            await speaking.run()
+            return ws
         if request.path == "/v2/listen":
             from tests.fakes.deepgram_flux import FluxSession
             session: ListenSession = FluxSession(self, recorded, ws, request.transport)
@@ -438,6 +476,10 @@ class FakeDeepgram(FakeServer):
         if request.path == "/v2/listen":
             from tests.fakes.deepgram_flux import refusal
             body = refusal(q)
+            return None if body is None else (400, body)
+        if request.path == "/v1/speak":
+            from tests.fakes.deepgram_speak import refusal as speak_refusal
+            body = speak_refusal(q)
             return None if body is None else (400, body)
         encoding = (q.get("encoding") or [None])[0]
         if encoding is not None and encoding not in ENCODINGS:
