@@ -16,9 +16,8 @@ from deepgram.speak.v1.types import SpeakV1Text
 from websockets.exceptions import ConnectionClosed
 
 from services.asr.deepgram import deepgram_environment
-from services.audio.codec import OutboundEncoder
 from services.orchestrator.latency import TurnLatency
-from services.orchestrator.speaker import Speaker, SpeechFallback
+from services.orchestrator.speaker import CallVoices, Speaker
 from services.storage.vocabulary import EventKind
 from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.aura_stream import AuraStream, FlushRefused, VoiceDropped, VoiceInterrupted, VoiceUnavailable
@@ -398,8 +397,8 @@ def speaker_for(main: Any, fallback: Any = None) -> tuple[Speaker, list[str], li
     async def send_text(text: str) -> None:
         sent.append(text)
 
-    speaker = Speaker(main, OutboundEncoder(main.sample_rate, main.encoding), StreamSender(send_text, "MZ1"),
-                      1, TurnLatency(), SpeechFallback(fallback) if fallback is not None else None,
+    voices = CallVoices([main] if fallback is None else [main, fallback])
+    speaker = Speaker(voices, StreamSender(send_text, "MZ1"), 1, TurnLatency(),
                       lambda kind, **detail: recorded.append((kind, detail)))
     return speaker, sent, recorded
 
@@ -443,15 +442,15 @@ async def test_a_sentence_the_socket_stalls_on_is_cleared_and_said_by_the_fallba
     async def send_text(text: str) -> None:
         sent.append(text)
 
-    speaker = Speaker(stream, OutboundEncoder(8000, "mulaw"), StreamSender(send_text, "MZ1"), 1, TurnLatency(),
-                      SpeechFallback(MockSynthesizer(), first_byte_timeout_s=0.3),
+    voices = CallVoices([stream, MockSynthesizer()], max_gap_s=0.8)   # given up after 0.3 s of silence
+    speaker = Speaker(voices, StreamSender(send_text, "MZ1"), 1, TurnLatency(),
                       lambda kind, **detail: recorded.append((kind, detail)))
     speaker.say(FIRST)
     speaker.finish()
     await asyncio.wait_for(speaker.run(), 10)
 
-    assert recorded == [("tts_fallback", {"provider": "deepgram", "error": "deepgram: no audio within the "
-                                          "first-byte timeout", "spoken_by": "mock"})]
+    assert recorded == [("tts_fallback", {"provider": "deepgram", "error": "deepgram: no audio in time",
+                                          "spoken_by": "mock"})]
     await deepgram.wait_speak_ws(lambda: session.clears == 1)   # the stalled sentence was cleared
     deepgram.speak_ws_first_audio_delay_s = 0.0
     assert b"".join(await collect(stream.synthesize(SECOND))) == rendered(deepgram, SECOND)
