@@ -1,0 +1,148 @@
+"""Whole calls through the real server with each streaming voice against its wire-level fake:
+Deepgram Aura over one speak WebSocket per call, and OpenAI's Realtime API (one session per call).
+Mock recognizer and offline brain; the voices' SDKs talk to the fakes on 127.0.0.1.
+
+Each voice: replies said over the call's one connection (opened at call start, closed at its end),
+a barge-in that tells the provider to stop and sends nothing more, a provider failure mid-reply
+after which the other voice finishes the reply, and a reconnect after a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.simulator.caller import CallerLine, CallResult
+from tests.conftest import Running, running_zylin
+from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
+
+KEY = "secret-test-key-42"
+HOURS = "What are your opening hours?"   # the offline brain answers in several sentences
+PRICE = "How much is a cleaning?"
+
+
+@contextlib.asynccontextmanager
+async def on_aura(deepgram: FakeDeepgram, **overrides: Any) -> AsyncIterator[Running]:
+    """A server speaking with Aura streaming (the default with a Deepgram key); `overrides` may
+    name a fallback voice."""
+    values: dict[str, Any] = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
+                                  deepgram_api_key=KEY, deepgram_base_url=deepgram.url)
+    values.update(overrides)
+    async with running_zylin(**values) as running:
+        assert running.runtime is not None
+        phrases = running.runtime._phrases_task
+        if phrases is not None:
+            await phrases   # the fixed lines, rendered by REST at start-up: not the call's traffic
+        yield running
+
+
+async def call(running: Running, *lines: CallerLine | str, **caller: Any) -> tuple[CallResult, dict]:
+    said = [line if isinstance(line, CallerLine) else CallerLine(line) for line in lines]
+    result = await running.caller(speed=4.0, **caller).call(said)
+    return result, await running.recorder.wait_ended(result.call_sid)
+
+
+def audio_by_mark(result: CallResult) -> dict[str, bytes]:
+    """What each spoken sentence sounded like: the audio sent before its mark."""
+    out: dict[str, bytes] = {}
+    pending = bytearray()
+    payloads = iter(result.media_payloads())
+    for received in result.received:
+        if received.event == "media":
+            pending += next(payloads)
+        elif received.event == "mark" and not received.mark.endswith(".start"):
+            out[received.mark] = bytes(pending)
+            pending.clear()
+    return out
+
+
+def zylin_lines(record: dict) -> list[str]:
+    return [t.text for t in record["turns"] if t.speaker == "zylin"]
+
+
+def events(record: dict, kind: str) -> list[dict]:
+    return [e.detail for e in record["events"] if e.kind == kind]
+
+
+def aura_audio(deepgram: FakeDeepgram, text: str) -> bytes:
+    return speak_audio(text, "mulaw", 8000, deepgram.speak_seconds_per_char)
+
+
+# --- Deepgram Aura streaming --------------------------------------------------------------------------
+
+async def test_aura_says_every_reply_of_a_call_over_one_socket_opened_at_call_start():
+    async with FakeDeepgram(api_key=KEY) as deepgram, on_aura(deepgram) as running:
+        rest_before = len(deepgram.speak_requests)
+        result, record = await call(running, HOURS, PRICE)
+        [session] = deepgram.speak_sessions
+        await session.wait_closed()
+
+    replies = zylin_lines(record)[1:]           # the greeting came from the phrase cache
+    assert len(replies) == 2
+    assert " ".join(session.speaks) == " ".join(replies), "every sentence went over the socket"
+    assert session.flushes == len(session.speaks) and session.clears == 0
+    assert len(deepgram.speak_requests) == rest_before, "no sentence by REST"
+    heard = audio_by_mark(result)
+    spoken = [heard[m] for m in heard if not m.startswith("1.")]
+    assert spoken == [aura_audio(deepgram, text) for text in session.speaks]   # byte for byte, in order
+    assert session.close_code == 1000, "closed with Close at the call's end"
+    assert not events(record, "tts_fallback") and not events(record, "provider_error")
+
+
+async def test_a_barge_in_clears_aura_and_nothing_more_of_the_reply_is_sent():
+    async with FakeDeepgram(api_key=KEY) as deepgram, on_aura(deepgram) as running:
+        deepgram.speak_ws_bytes_per_s = 4000    # half real time: the reply is still coming when cut
+        result, record = await call(running, HOURS, CallerLine(PRICE, barge_in_after_ms=800))
+        [session] = deepgram.speak_sessions
+        await session.wait_closed()
+
+    assert result.clears and events(record, "barge_in")
+    assert session.clears >= 1, "Aura was told to stop"
+    cut = result.clears[0]
+    after = [r for r in result.received if r.t > cut and r.event in ("media", "mark")]
+    # After the clear the next audio is the answer to the interruption (reply 3): its first frame,
+    # then its start mark. Nothing of the cut reply follows the clear.
+    first_mark = next(r for r in after if r.event == "mark")
+    assert first_mark.mark == "3.start"
+    assert [r.event for r in after[:after.index(first_mark)]] == ["media"]
+    hours = [t for t in record["turns"] if t.speaker == "zylin"][1]
+    assert hours.interrupted
+
+
+async def test_when_the_aura_socket_drops_mid_reply_the_other_voice_finishes_the_reply():
+    async with FakeDeepgram(api_key=KEY) as deepgram, \
+            on_aura(deepgram, tts_fallback_provider="mock") as running:
+        deepgram.speak_ws_hold_after = 1        # each sentence stalls after its first chunk...
+        task = asyncio.ensure_future(call(running, HOURS))
+        session = await deepgram.wait_speak_session(0)
+        await deepgram.wait_speak_ws(lambda: len(session.audio_sent) > 0, timeout=10)
+        await session.drop(1011)                # ...and the socket drops there
+        result, record = await asyncio.wait_for(task, 30)
+
+    reply = [t for t in record["turns"] if t.speaker == "zylin"][1]
+    assert not reply.interrupted and reply.heard_text == reply.text, "the caller heard the whole reply"
+    marks = [m for m in audio_by_mark(result) if m.startswith("2.")]
+    assert len(marks) >= 2 and all(audio_by_mark(result)[m] for m in marks)
+    [switch] = events(record, "tts_fallback")
+    assert switch["provider"] == "deepgram" and switch["spoken_by"] == "mock"
+    assert [e["heard"] for e in events(record, "provider_error")] == ["part"]   # the broken sentence
+    assert [e["provider"] for e in events(record, "tts_reconnect")][:1] == ["deepgram"], "reopened"
+
+
+async def test_a_socket_deepgram_closes_while_idle_is_reopened_and_no_reply_needs_the_fallback():
+    async with FakeDeepgram(api_key=KEY) as deepgram, \
+            on_aura(deepgram, tts_fallback_provider="mock") as running:
+        deepgram.speak_ws_idle_timeout_s = 0.4   # closes 1011 while the caller talks or pauses
+        result, record = await call(running, CallerLine(HOURS, pause_before_ms=4000),
+                                    CallerLine(PRICE, pause_before_ms=4000))
+        sessions = list(deepgram.speak_sessions)
+
+    assert len(sessions) >= 2, "a closed socket was reopened"
+    replies = zylin_lines(record)[1:]
+    assert " ".join(t for s in sessions for t in s.speaks) == " ".join(replies), "all over the sockets"
+    assert events(record, "tts_reconnect") and not events(record, "tts_fallback")
+    heard = audio_by_mark(result)
+    spoken = [heard[m] for m in heard if not m.startswith("1.")]
+    assert spoken == [aura_audio(deepgram, t) for s in sessions for t in s.speaks]
