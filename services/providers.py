@@ -109,8 +109,13 @@ def fallback_tts_provider(settings: Settings) -> str | None:
 
 
 def build_fallback_synthesizer(settings: Settings) -> SpeechSynthesizer | None:
-    """The fallback voice, one per process like the main one; None when there is none."""
+    """The fallback voice, one per process like the main one; None when there is none. With no
+    other voice, Aura streaming falls back on Aura by REST: the same voice, without the socket."""
     name = fallback_tts_provider(settings)
+    if name is None and settings.provider("tts") == "deepgram" and settings.deepgram_tts_streaming \
+            and not settings.tts_fallback_provider and not settings.use_mock_streaming:
+        from services.tts.deepgram_aura import AuraSynthesizer
+        return AuraSynthesizer(settings, streaming=False)
     return None if name is None else _synthesizer(name, settings)
 
 

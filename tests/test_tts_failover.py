@@ -482,6 +482,28 @@ def test_with_one_key_or_none_there_is_no_automatic_fallback_and_never_the_mock(
     assert fallback_for(deepgram_api_key="k", openai_api_key="k", use_mock_streaming=True) is None
 
 
+def test_with_only_a_deepgram_key_aura_streaming_falls_back_on_aura_by_rest():
+    fallback = build_fallback_synthesizer(plain_settings(deepgram_api_key="k"))
+    assert isinstance(fallback, AuraSynthesizer) and not fallback.streaming
+    assert fallback.cache_key == build_synthesizer(plain_settings(deepgram_api_key="k")).cache_key  # same voice
+    assert build_fallback_synthesizer(plain_settings(deepgram_api_key="k", deepgram_tts_streaming=False)) is None
+
+
+def test_the_speech_api_is_used_only_when_asked_for_and_start_up_warns_of_its_shutdown():
+    assert not any("2027-01-06" in w for w in plain_settings(openai_api_key="k").check())
+    speech = plain_settings(openai_api_key="k", openai_tts_api="speech")
+    assert isinstance(build_synthesizer(speech), OpenAISynthesizer)
+    assert build_synthesizer(speech).model == "gpt-4o-mini-tts"
+    [warning] = [w for w in speech.check() if "2027-01-06" in w]
+    assert "OPENAI_TTS_API=realtime" in warning
+
+
+def test_an_openai_voice_the_realtime_api_does_not_have_is_refused_at_start_up():
+    with pytest.raises(ConfigError, match="OPENAI_TTS_VOICE=fable is not a Realtime API voice"):
+        plain_settings(openai_api_key="k", openai_tts_voice="fable").check()
+    assert plain_settings(openai_api_key="k", openai_tts_voice="fable", openai_tts_api="speech").check()
+
+
 def test_the_mock_is_a_fallback_only_when_named():
     assert fallback_for(deepgram_api_key="k", tts_fallback_provider="mock") == "mock"
     fallback = build_fallback_synthesizer(plain_settings(deepgram_api_key="k",
