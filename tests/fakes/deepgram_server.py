@@ -352,6 +352,7 @@ class FakeDeepgram(FakeServer):
         self.speak_chunk_sizes: Sequence[int] = (1601, 3, 799, 2401)
         self.speak_seconds_per_char = 0.06
         self.speak_bytes_per_s: float | None = None   # pace the audio (None: as fast as possible)
+        self.speak_first_byte_delay_s = 0.0           # before the headers and first audio
         self.speak_hold_after: int | None = None      # stall after this many chunks until release
         self.speak_error: tuple[int, str] | None = None
         self.release = asyncio.Event()
@@ -542,6 +543,8 @@ class FakeDeepgram(FakeServer):
         record = StreamRecord(recorded)
         self.speak_streams.append(record)
         await self._notify()
+        if self.speak_first_byte_delay_s:
+            await asyncio.sleep(self.speak_first_byte_delay_s)   # the synthesis before the first audio
         response = web.StreamResponse(headers={
             "content-type": f"audio/{encoding}", "dg-model-name": q.get("model", "aura-2-thalia-en"),
             "dg-model-uuid": MODEL_UUID, "dg-char-count": str(len(text)), "dg-request-id": str(uuid.uuid4())})
