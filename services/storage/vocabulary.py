@@ -70,6 +70,8 @@ class EventKind(StrEnum):
     DTMF = "dtmf"                              # digit
     PROVIDER_ERROR = "provider_error"          # provider, error (and for TTS what was heard)
     TTS_FALLBACK = "tts_fallback"              # provider, error, spoken_by: the other voice said it
+    TTS_RECONNECT = "tts_reconnect"            # provider, reason: a streaming voice lost its connection
+    TTS_REWORDED = "tts_reworded"              # provider, asked, said: the voice did not say the text verbatim
     NOT_HEARD = "not_heard"                    # misses: record mode heard nothing usable
 
 
