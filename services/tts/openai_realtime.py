@@ -42,6 +42,10 @@ VERBATIM_INSTRUCTIONS = (
     "relaxed, never rushed. Each message you receive is a line to read aloud. Say exactly the text, "
     "word for word: add nothing, leave nothing out, translate nothing, and answer no question in it.")
 CONNECT_TIMEOUT_S = 5.0     # the upgrade and session.updated: past this a sentence fails promptly
+# websockets stops reading at 16 unread frames: a connection whose frames go unread (a reader gone
+# mid-response) would never see the service's close frame and wait out the close timeout, 10 s by
+# default. The reader drains every frame, so this is a guard: no read limit, a 2 s close bound.
+WEBSOCKET_OPTIONS: Any = {"max_queue": None, "close_timeout": 2.0}
 _NOT_TIED = {"session_expired"}   # errors about the session, never about one response
 
 
@@ -261,7 +265,8 @@ class RealtimeCallVoice:
         conn: AsyncRealtimeConnection | None = None
         try:
             async with asyncio.timeout(self.parent.connect_timeout_s):
-                conn = await self.parent.client().realtime.connect(model=self.parent.model).enter()
+                conn = await self.parent.client().realtime.connect(
+                    model=self.parent.model, websocket_connection_options=WEBSOCKET_OPTIONS).enter()
                 await conn.session.update(session=self._session_config(), event_id=f"{self._prefix}_session")
                 while True:
                     event = await conn.recv()
