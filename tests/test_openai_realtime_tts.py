@@ -181,6 +181,26 @@ async def test_a_sentence_closed_before_its_turn_never_reaches_the_service(opena
     assert session.of_type("response.cancel") == []
 
 
+async def test_a_sentence_given_up_before_its_response_was_created_is_cancelled_once_it_is(openai_fake, call):
+    held = openai_fake.realtime.hold_created = asyncio.Event()
+    openai_fake.realtime.stall_after = 1                      # still speaking when the cancel comes
+    session = await session_of(openai_fake)
+    first = asyncio.create_task(anext(call.synthesize(ONE)))
+    await session.wait_event("response.create")
+    first.cancel()                                            # the first-byte timeout gives up on it
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert session.of_type("response.cancel") == []           # no id to cancel yet
+    held.set()
+    await session.wait_event("response.cancel")
+    assert session.of_type("response.cancel")[0]["response_id"] == session.responses[0].id
+    await asyncio.wait_for(session.responses[0].done.wait(), 5)
+    assert session.responses[0].status == "cancelled"
+    openai_fake.realtime.stall_after = None
+    assert await say(call, TWO) == realtime_audio(TWO)
+    assert not session.sent_of_type("error")
+
+
 async def test_a_cancel_after_the_response_finished_is_not_sent(openai_fake, call):
     stream = call.synthesize(ONE)
     audio = await say_rest(stream)

@@ -19,7 +19,8 @@ active (`conversation_already_has_active_response`), a cancel with none (`respon
 unknown event types, unknown models. The key is checked at the upgrade by FakeOpenAI's middleware
 (401 with OpenAI's error body).
 
-Knobs (on `FakeRealtime`): `reword` (the transcript differs from the text), `first_audio_delay_s`,
+Knobs (on `FakeRealtime`): `reword` (the transcript differs from the text), `hold_created`
+(`response.created` waits for it), `first_audio_delay_s`,
 `delta_interval_s` (pacing), `stall_after` (deltas, then wait for `release`), `refuse_status`
 (refuse upgrades with that HTTP status), `concurrent_out_of_band`; per session `drop()`,
 `expire()` (session_expired, then close) and `close()`. Every client event is recorded per
@@ -317,7 +318,6 @@ class RealtimeSession:
         self.responses.append(response)
         self.active.append(response)
         self.max_active = max(self.max_active, len(self.active))
-        await self.send({"type": "response.created", "response": self._response_object(response, params)})
         response.task = asyncio.create_task(self._speak(response, params))
 
     def _response_object(self, response: FakeResponse, params: dict, usage: dict | None = None,
@@ -341,6 +341,9 @@ class RealtimeSession:
         audio = realtime_audio(response.transcript, response.format)
         words = response.transcript.split(" ")
         try:
+            if fake.hold_created is not None:
+                await fake.hold_created.wait()
+            await self.send({"type": "response.created", "response": self._response_object(response, params)})
             await self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
             await self.send({"type": "response.content_part.added", **where, "content_index": 0,
                              "part": {"type": "audio", "transcript": ""}})
@@ -421,6 +424,7 @@ class FakeRealtime:
         self.stall_after: int | None = None  # send this many audio deltas, then wait for `release`
         self.refuse_status: int | None = None  # refuse every upgrade with this HTTP status
         self.concurrent_out_of_band = False  # True: out-of-band responses may overlap
+        self.hold_created: asyncio.Event | None = None  # response.created waits until it is set
         self.release = release
         self._notify = notify
         self._changed = asyncio.Condition()
