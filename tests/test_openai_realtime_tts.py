@@ -424,3 +424,40 @@ async def test_the_fake_refuses_unknown_events_and_models(openai_fake, connectio
         error = (await next_of(conn, "error")).error
         assert error.code == "model_not_found"
     await client.close()
+
+
+# --- with the speaker's own synthesis jobs -------------------------------------------------------------
+async def test_the_speakers_syntheses_one_ahead_each_hear_their_own_sentence(openai_fake, call):
+    from services.orchestrator.speaker import Synthesis
+
+    openai_fake.realtime.delta_interval_s = 0.005
+    first, second = Synthesis((call,), ONE, None), Synthesis((call,), TWO, None)   # the speaker starts both
+    try:
+        assert await asyncio.wait_for(collect(first), 10) == realtime_audio(ONE)
+        assert await asyncio.wait_for(collect(second), 10) == realtime_audio(TWO)
+    finally:
+        first.cancel()
+        second.cancel()
+    session = await session_of(openai_fake)
+    assert session.max_active == 1 and not session.sent_of_type("error")
+
+
+async def test_a_voice_that_cannot_connect_lets_the_speaker_fall_back_before_the_first_byte(openai_fake):
+    from services.orchestrator.speaker import Synthesis
+    from services.tts.mock import MockSynthesizer
+
+    openai_fake.realtime.refuse_status = 503
+    tts = voice_for(openai_fake)
+    call_voice = tts.for_call()
+    job = Synthesis((call_voice, MockSynthesizer()), ONE, None)
+    try:
+        audio = await asyncio.wait_for(collect(job), 10)
+    finally:
+        job.cancel()
+        await call_voice.close()
+        await tts.close()
+    assert audio and job.failures == ["openai-realtime: HTTP 503"]
+
+
+async def collect(job) -> bytes:
+    return b"".join([chunk async for chunk in job.chunks()])
