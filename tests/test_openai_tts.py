@@ -40,7 +40,7 @@ async def test_the_request_asks_for_raw_pcm_with_the_model_and_voice_settings(op
     assert openai_fake.requests[0].path == "/v1/audio/speech"
     assert openai_fake.requests[0].headers["authorization"] == "Bearer test-key"
     assert request["response_format"] == "pcm"
-    assert (request["model"], request["voice"], request["input"]) == ("gpt-4o-mini-tts", "alloy", TEXT)
+    assert (request["model"], request["voice"], request["input"]) == ("gpt-4o-mini-tts", "marin", TEXT)
     assert "receptionist" in request["instructions"]
 
 

@@ -71,6 +71,7 @@ class EventKind(StrEnum):
     PROVIDER_ERROR = "provider_error"          # provider, error (and for TTS what was heard)
     TTS_FALLBACK = "tts_fallback"              # provider, error, spoken_by: the other voice said it
     TTS_RECONNECT = "tts_reconnect"            # provider, reason: a streaming voice's socket dropped; reopened
+    TTS_REWORDED = "tts_reworded"              # provider, asked, said: the voice did not say the text verbatim
     NOT_HEARD = "not_heard"                    # misses: record mode heard nothing usable
 
 

@@ -24,6 +24,8 @@ serves both interfaces.
 
 Speech: POST /v1/audio/speech with response_format "pcm" streams 24 kHz 16-bit mono with no
 header, in odd-sized chunks, optionally paced or held mid-stream; it notes when the client leaves.
+
+Realtime: GET /v1/realtime is the Realtime API's WebSocket, in tests/fakes/openai_realtime.py.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from tests.fakes.deepgram_server import tone
+from tests.fakes.openai_realtime import FakeRealtime
 from tests.fakes.server import FakeServer, Handler, RecordedRequest, StreamRecord, json_response, stream_chunks
 
 PCM_RATE = 24000
@@ -420,6 +423,7 @@ class FakeOpenAI(FakeServer):
         self.speech_errors: deque[tuple[int, str]] = deque()
         self.release = asyncio.Event()                 # ends every stall
         self._changed = asyncio.Condition()
+        self.realtime = FakeRealtime(self.release, self._notify)   # GET /v1/realtime (openai_realtime.py)
 
     # The names the tests were written with, when chat was the only interface.
     @property
@@ -473,7 +477,8 @@ class FakeOpenAI(FakeServer):
     # --- routing ------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/responses", self._responses), web.post("/v1/chat/completions", self._chat),
-                web.post("/v1/audio/speech", self._speech), web.route("*", "/{tail:.*}", self._unknown)]
+                web.post("/v1/audio/speech", self._speech), web.get("/v1/realtime", self._realtime),
+                web.route("*", "/{tail:.*}", self._unknown)]
 
     def middlewares(self) -> list[Middleware]:
         return [self._record_and_authorize]
@@ -493,6 +498,9 @@ class FakeOpenAI(FakeServer):
             return await handler(request)
         finally:
             await self._notify()
+
+    async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        return await self.realtime.handle(request, request[RECORDED])
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return json_response(404, _error(f"Invalid URL ({request.method} {request.path})", "invalid_request_error"))
