@@ -82,11 +82,13 @@ async def test_a_signed_call_books_an_appointment_on_the_deployed_server(databas
     # ...said by the voice the keys choose, over the call's own connection: no REST, no Speech API.
     assert not openai.speech_requests
     spoken_by_aura = " ".join(t for session in deepgram.speak_sessions for t in session.speaks)
-    spoken_by_openai = " ".join(openai.realtime_texts())
+    spoken_by_openai = " ".join(r.text for session in openai.realtime.sessions for r in session.responses)
     if keys == "openai":
         assert confirmation in spoken_by_openai and not deepgram.speak_sessions
     else:
         assert confirmation in spoken_by_aura and not spoken_by_openai
+        # with both keys the Realtime session stood by from the call's start, unused
+        assert len(openai.realtime.sessions) == (1 if keys == "both" else 0)
     assert not [e for e in call["events"] if e["kind"] in ("tts_fallback", "provider_error")], zylin.log
     assert "RuntimeError" not in zylin.log and "Traceback" not in zylin.log, zylin.log
 

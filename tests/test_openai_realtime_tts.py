@@ -431,7 +431,7 @@ async def test_the_speakers_syntheses_one_ahead_each_hear_their_own_sentence(ope
     from services.orchestrator.speaker import Synthesis
 
     openai_fake.realtime.delta_interval_s = 0.005
-    first, second = Synthesis((call,), ONE, None), Synthesis((call,), TWO, None)   # the speaker starts both
+    first, second = Synthesis(call, ONE, None), Synthesis(call, TWO, None)   # the speaker starts both
     try:
         assert await asyncio.wait_for(collect(first), 10) == realtime_audio(ONE)
         assert await asyncio.wait_for(collect(second), 10) == realtime_audio(TWO)
@@ -443,20 +443,30 @@ async def test_the_speakers_syntheses_one_ahead_each_hear_their_own_sentence(ope
 
 
 async def test_a_voice_that_cannot_connect_lets_the_speaker_fall_back_before_the_first_byte(openai_fake):
-    from services.orchestrator.speaker import Synthesis
+    from services.orchestrator.latency import TurnLatency
+    from services.orchestrator.speaker import CallVoices, Speaker
+    from services.telephony.media_streams import StreamSender
     from services.tts.mock import MockSynthesizer
 
     openai_fake.realtime.refuse_status = 503
     tts = voice_for(openai_fake)
     call_voice = tts.for_call()
-    job = Synthesis((call_voice, MockSynthesizer()), ONE, None)
+    recorded: list[tuple[str, dict]] = []
+
+    async def send_text(text: str) -> None:
+        pass
+
+    speaker = Speaker(CallVoices([call_voice, MockSynthesizer()]), StreamSender(send_text, "MZ1"), 1,
+                      TurnLatency(), lambda kind, **detail: recorded.append((kind, detail)))
+    speaker.say(ONE)
+    speaker.finish()
     try:
-        audio = await asyncio.wait_for(collect(job), 10)
+        await asyncio.wait_for(speaker.run(), 10)
     finally:
-        job.cancel()
         await call_voice.close()
         await tts.close()
-    assert audio and job.failures == ["openai-realtime: HTTP 503"]
+    assert speaker.sentences and speaker.sentences[0].audio_bytes > 0
+    assert recorded == [("tts_fallback", {"provider": "openai", "error": "openai: HTTP 503", "spoken_by": "mock"})]
 
 
 async def collect(job) -> bytes:

@@ -28,10 +28,12 @@ from services.simulator.caller import CallerLine, CallResult
 from services.telephony.media_streams import StreamSender, parse_outbound
 from services.tts.deepgram_aura import AuraSynthesizer
 from services.tts.mock import CHUNK_BYTES, MockSynthesizer
+from services.tts.openai_realtime import RealtimeVoice
 from services.tts.openai_tts import OpenAISynthesizer
 from tests.conftest import Running, running_zylin
 from tests.factories import make_settings, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
+from tests.fakes.openai_realtime import realtime_audio
 from tests.fakes.openai_server import FakeOpenAI
 
 KEY = "secret-test-key-42"
@@ -58,6 +60,8 @@ async def zylin(deepgram: FakeDeepgram, openai: FakeOpenAI,
     values.update(overrides)
     async with running_zylin(**values) as running:
         assert running.runtime is not None
+        if running.runtime._phrases_task is not None:
+            await running.runtime._phrases_task   # the fixed lines, rendered at start-up: not the call's
         yield running, running.runtime
 
 
@@ -124,10 +128,10 @@ def voiced(ulaw: bytes) -> bool:
 
 async def test_after_aura_answers_500_the_call_switches_to_the_openai_voice_which_says_every_sentence():
     async with voices() as (deepgram, openai), zylin(deepgram, openai) as (running, runtime):
-        assert aura_texts(deepgram)[-1] == APOLOGY_LINE and not openai.speech_requests  # start-up: Aura
+        assert APOLOGY_LINE in aura_texts(deepgram) and not openai.speech_requests  # start-up: Aura
         deepgram.speak_error = (500, "Aura is down")
         started = len(deepgram.speak_requests)
-        result, record = await call(running, HOURS, "How much is a cleaning?")
+        result, record = await call(running, "How much is a cleaning?", HOURS)
 
     sentences = in_reply(openai_texts(openai), record)
     assert len(sentences) >= 2
@@ -300,13 +304,14 @@ async def test_a_voice_that_breaks_off_mid_sentence_hands_the_whole_sentence_and
     speaker = speaker_on(voices, recorded, sent)
     await speak(speaker, "First, this one breaks.", "Then this one is whole.")
 
-    # The other voice says the broken sentence from its start, and the next one: the call is its now.
-    assert other.asked == ["First, this one breaks.", "Then this one is whole."]
-    assert main.asked[0] == "First, this one breaks." and voices.current is other
+    # The other voice says the broken sentence from its start; the next one was already being
+    # synthesized by the first voice (one ahead) and is heard from it. The call is the other's now.
+    assert other.asked == ["First, this one breaks."]
+    assert main.asked == ["First, this one breaks.", "Then this one is whole."] and voices.current is other
     assert [s.text for s in speaker.sentences] == ["First, this one breaks.", "Then this one is whole."]
     first, second = (s.audio_bytes for s in speaker.sentences)
     assert first == pytest.approx(other.duration_s("First, this one breaks.") * 8000, rel=0.05)
-    assert second == pytest.approx(other.duration_s("Then this one is whole.") * 8000, rel=0.05)
+    assert second == pytest.approx(main.duration_s("Then this one is whole.") * 8000, rel=0.05)
     assert marks_sent(sent) == ["1.start", "1.0", "1.1"]
     broke = "mock: ConnectionResetError: Connection reset by peer"
     assert recorded == [("provider_error", {"provider": "tts", "heard": "part", "error": broke}),
@@ -439,8 +444,8 @@ def fakes_in_a_thread() -> Iterator[tuple[FakeDeepgram, FakeOpenAI]]:
 
 
 def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_that_comes_later():
-    """`python main.py` builds the app, so the voices' HTTP clients (AsyncDeepgramClient over an
-    httpx.AsyncClient, AsyncOpenAI), before uvicorn starts its loop."""
+    """`python main.py` builds the app, so the voices' clients (AsyncDeepgramClient over an
+    httpx.AsyncClient; the Realtime voice's AsyncOpenAI), before uvicorn starts its loop."""
     with fakes_in_a_thread() as (deepgram, openai):
         settings = plain_settings(deepgram_api_key=KEY, openai_api_key=KEY,
                                   deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
@@ -457,9 +462,9 @@ def test_the_voices_are_built_with_no_event_loop_running_and_speak_in_the_loop_t
 
         aura_audio, openai_audio = asyncio.run(speak())
 
-    assert isinstance(main, AuraSynthesizer) and isinstance(fallback, OpenAISynthesizer)
+    assert isinstance(main, AuraSynthesizer) and isinstance(fallback, RealtimeVoice)
     assert aura_audio == speak_audio("Hello there.", "mulaw", 8000, deepgram.speak_seconds_per_char)
-    assert openai_audio == FakeOpenAI.speech_audio("Hello there.")
+    assert openai_audio == realtime_audio("Hello there.")
 
 
 # --- which voice falls back ----------------------------------------------------------------------

@@ -72,16 +72,18 @@ class PhraseCache:
 
     async def warm(self, tts: SpeechSynthesizer, texts: list[str]) -> int:
         """Make `texts` ready in `tts`'s voice; returns how many are. A phrase that fails is
-        logged and left out: calls then synthesize it live."""
-        ready = 0
-        for text in dict.fromkeys(texts):
+        left out (calls then synthesize it live), with one warning for them all."""
+        failed: list[str] = []
+        unique = list(dict.fromkeys(texts))
+        for text in unique:
             try:
                 await self.get(tts, text)
-                ready += 1
             except Exception as exc:
-                log.warning("could not pre-render a phrase in %s's voice (%s)",
-                            tts.cache_key.partition(":")[0], type(exc).__name__)
-        return ready
+                failed.append(type(exc).__name__)
+        if failed:
+            log.warning("could not pre-render %d of %d phrases in %s's voice (%s); calls say them live",
+                        len(failed), len(unique), tts.cache_key.partition(":")[0], ", ".join(sorted(set(failed))))
+        return len(unique) - len(failed)
 
     async def _load_or_render(self, tts: SpeechSynthesizer, text: str) -> bytes:
         key = (tts.cache_key, text)
