@@ -424,6 +424,19 @@ async def test_an_attempt_that_hangs_is_given_up_and_retried_with_the_audio_kept
     assert elapsed < bound + 1.0, f"reconnected after {elapsed:.2f} s"
 
 
+async def test_a_call_that_ends_during_a_hung_connect_closes_at_once(recognizers):
+    loop = asyncio.get_running_loop()
+    async with nothing_left_behind():
+        async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+            fake.listen_upgrade_hangs = True
+            recognizer = await recognizers(fake, connect_timeout_s=5.0)
+            await fake.wait_attempts(1)
+            started = loop.time()
+            await asyncio.wait_for(recognizer.close(), 15)
+            elapsed = loop.time() - started
+    assert elapsed < 1.0, f"closed after {elapsed:.2f} s"
+
+
 async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recognizers):
     recognizer = await recognizers(deepgram, give_up_after_s=0.4)
     events = Events(recognizer)
