@@ -19,6 +19,7 @@ from services.simulator.caller import CallerLine
 from tests.conftest import running_zylin
 from tests.factories import PROVIDER_KEY, dental_profile, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram
+from tests.leftovers import nothing_left_behind
 
 PROFILE = dental_profile(services=[{"name": "Cleaning", "duration_min": 45},   # the keyterms the stream asks for
                                    {"name": "Teeth Whitening", "duration_min": 60}])
@@ -382,6 +383,58 @@ async def test_an_unreachable_deepgram_is_reported_not_waited_for(recognizers):
     # The fake is gone: its port refuses connections.
     recognizer = await recognizers(fake, settings, give_up_after_s=0.3)
     assert isinstance(await Events(recognizer).next(), RecognizerFailed)
+
+
+async def test_an_upgrade_that_hangs_fails_the_recognizer_within_the_connect_bound(recognizers):
+    # The SDK's handshake ignores cancellation until its own 10 s open timeout; the caller must
+    # still hear ASR_DOWN_LINE within the recognizer's bound, not 10 s later.
+    bound = 0.5
+    loop = asyncio.get_running_loop()
+    async with nothing_left_behind():
+        async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+            fake.listen_upgrade_hangs = True
+            started = loop.time()
+            recognizer = await recognizers(fake, connect_timeout_s=bound, give_up_after_s=0.1)
+            failed = await Events(recognizer).next(timeout=15)
+            elapsed = loop.time() - started
+            await recognizer.close()
+            assert fake.hung_upgrades == 1
+        # The fake's stop cuts the hung connection: the attempt given up on ends now, quietly.
+    assert elapsed < bound + 1.0, f"RecognizerFailed after {elapsed:.2f} s"
+    assert isinstance(failed, RecognizerFailed) and "timed out" in failed.reason
+
+
+async def test_an_attempt_that_hangs_is_given_up_and_retried_with_the_audio_kept(recognizers):
+    bound = 0.5
+    loop = asyncio.get_running_loop()
+    async with nothing_left_behind():
+        async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+            fake.listen_upgrade_hangs = True
+            started = loop.time()
+            recognizer = await recognizers(fake, connect_timeout_s=bound, give_up_after_s=5.0)
+            for frame in frames(10):
+                await recognizer.send(frame)
+            await fake.wait_attempts(1)
+            fake.listen_upgrade_hangs = False          # the next attempt is answered
+            session = await fake.wait_session(0, timeout=5)   # past the give-up time otherwise
+            elapsed = loop.time() - started
+            await session.wait_audio_bytes(10 * FRAME)
+            await recognizer.close()
+            assert fake.attempts == 2 and fake.hung_upgrades == 1
+    assert elapsed < bound + 1.0, f"reconnected after {elapsed:.2f} s"
+
+
+async def test_a_call_that_ends_during_a_hung_connect_closes_at_once(recognizers):
+    loop = asyncio.get_running_loop()
+    async with nothing_left_behind():
+        async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+            fake.listen_upgrade_hangs = True
+            recognizer = await recognizers(fake, connect_timeout_s=5.0)
+            await fake.wait_attempts(1)
+            started = loop.time()
+            await asyncio.wait_for(recognizer.close(), 15)
+            elapsed = loop.time() - started
+    assert elapsed < 1.0, f"closed after {elapsed:.2f} s"
 
 
 async def test_a_stream_that_cannot_be_reopened_reports_failure(deepgram, recognizers):

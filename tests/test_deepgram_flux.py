@@ -16,6 +16,7 @@ from services.providers import build_recognizer, flux_arguments
 from services.settings import ConfigError, Settings
 from tests.factories import PROVIDER_KEY, dental_profile, plain_settings
 from tests.fakes.deepgram_server import FakeDeepgram
+from tests.leftovers import nothing_left_behind
 
 PROFILE = dental_profile(services=[{"name": "Cleaning", "duration_min": 45},
                                    {"name": "Teeth Whitening", "duration_min": 60}])
@@ -198,6 +199,25 @@ async def test_the_fake_refuses_what_flux_refuses_at_the_upgrade_with_400(deepgr
             pass
     assert caught.value.response.status_code == 400 and problem in caught.value.response.body
     assert deepgram.refused == 1 and deepgram.sessions == []
+
+
+async def test_a_flux_upgrade_that_hangs_fails_the_recognizer_within_the_connect_bound(recognizers):
+    # As for listen v1: the SDK's handshake ignores cancellation until its own 10 s open timeout.
+    bound = 0.5
+    loop = asyncio.get_running_loop()
+    async with nothing_left_behind():
+        async with FakeDeepgram(api_key=PROVIDER_KEY) as fake:
+            fake.listen_upgrade_hangs = True
+            started = loop.time()
+            recognizer = await recognizers(fake, connect_timeout_s=bound, give_up_after_s=0.1)
+            failed, = await next_events(recognizer, 1, timeout=15)
+            elapsed = loop.time() - started
+            await recognizer.close()
+            assert fake.hung_upgrades == 1
+            assert fake.attempts == 1
+        # The fake's stop cuts the hung connection: the attempt given up on ends now, quietly.
+    assert elapsed < bound + 1.0, f"RecognizerFailed after {elapsed:.2f} s"
+    assert isinstance(failed, RecognizerFailed) and "timed out" in failed.reason
 
 
 async def test_a_refused_flux_query_fails_the_recognizer_at_once(deepgram, recognizers):

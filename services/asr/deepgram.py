@@ -30,6 +30,7 @@ from deepgram.listen.v1.types import (
 )
 
 from services.asr.base import AsrEvent, RecognizerFailed, SpeechStarted, Transcript, UtteranceEnd
+from services.handshake import enter_within
 
 log = logging.getLogger("zylin.asr.deepgram")
 
@@ -169,14 +170,10 @@ class DeepgramStream:
         attempt = 0
         while not self._closing:
             stack = AsyncExitStack()
-            try:
-                async with asyncio.timeout(self._connect_timeout_s):
-                    socket = await stack.enter_async_context(self._connect())
-            except asyncio.CancelledError:
-                await _quietly(stack.aclose())
-                raise
+            try:   # not asyncio.timeout: the SDK's connect ignores cancellation (services/handshake.py)
+                socket = await enter_within(stack, self._connect(), self._connect_timeout_s,
+                                            name="deepgram-connect")
             except Exception as exc:
-                await _quietly(stack.aclose())
                 reason = _describe(exc)
                 delay = self._retry_delays[min(attempt, len(self._retry_delays) - 1)]
                 attempt += 1

@@ -11,7 +11,9 @@ where it matters: Finalize flushes with `from_finalize: true` only when there is
 transcribed (Deepgram "may" answer it; `answer_finalize=False` never does), CloseStream flushes,
 sends Metadata and closes 1000, ten seconds (setting) with neither audio nor a text message closes
 1011, an encoding it does not support is refused with 400 at the upgrade. It can drop a
-connection (abruptly or with a close code) and refuse new ones.
+connection (abruptly or with a close code), refuse new ones, or stall their upgrades
+(`listen_upgrade_hangs`: TCP accepted, then neither an answer nor a close, even after the client's
+half-close, as from a server that has stopped or a path that went dead).
 
 Speak: returns mu-law (or linear16) bytes for the text, streamed in odd-sized chunks; the speak
 WebSocket streams the same bytes per Flush.
@@ -345,6 +347,13 @@ class FakeDeepgram(FakeServer):
         self.refused = 0
         self._refuse_status = 0
         self._refuse_left: int | None = None
+        # True: a listen upgrade (v1 or v2) is counted, then never answered, and the connection is
+        # not closed from this side even when the client half-closes it (see `_hang`); it lasts
+        # until the client drops it or the fake stops. `hung_upgrades` counts them, `hung_waiting`
+        # those still connected.
+        self.listen_upgrade_hangs = False
+        self.hung_upgrades = 0
+        self.hung_waiting = 0
         self.speak_requests: list[RecordedRequest] = []
         self.recorded_script: deque[str] = deque()    # pre-recorded /v1/listen: one line per file
         self.transcribe_requests: list[RecordedRequest] = []
@@ -442,6 +451,8 @@ class FakeDeepgram(FakeServer):
         recorded = await RecordedRequest.of(request)
         self.attempts += 1
         await self._notify()
+        if self.listen_upgrade_hangs and request.path in ("/v1/listen", "/v2/listen"):
+            await self._hang(request)
         problem = self._check_listen(recorded)
         if problem is not None:  # refused at the upgrade, with an HTTP status, as Deepgram does
             self.refused += 1
@@ -465,6 +476,24 @@ class FakeDeepgram(FakeServer):
         await self._notify()
         await session.run()
         return ws
+
+    async def _hang(self, request: web.Request) -> None:
+        """Never answer, and never close. aiohttp would close the connection at the client's EOF,
+        and a client that half-closes while giving up (legacy websockets does) would then be let
+        go at once; a stalled server does not answer the EOF, so the connection is taken from
+        aiohttp (`_Stalled`) until it is dropped, which aiohttp is then told about (cancelling
+        this handler)."""
+        transport = request.transport
+        if transport is not None:
+            transport.set_protocol(_Stalled(transport.get_protocol()))
+        self.hung_upgrades += 1
+        self.hung_waiting += 1
+        await self._notify()
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.hung_waiting -= 1
+            self._session_closed()
 
     def _check_listen(self, request: RecordedRequest) -> tuple[int, dict] | None:
         if self._refuse_status and (self._refuse_left is None or self._refuse_left > 0):
@@ -556,6 +585,23 @@ class FakeDeepgram(FakeServer):
         finally:
             await self._notify()
         return response
+
+
+class _Stalled(asyncio.Protocol):
+    """A connection nobody serves: data and EOF are ignored (the socket stays open), and only its
+    loss is passed on to the protocol that had it."""
+
+    def __init__(self, previous: asyncio.BaseProtocol) -> None:
+        self._previous = previous
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return True   # keep our side open, as a stalled peer does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._previous.connection_lost(exc)
 
 
 # --- shapes and helpers (shared with tests) ----------------------------------------------------
