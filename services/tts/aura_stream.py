@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from deepgram.speak.v1.types import SpeakV1Text
 
+from services.handshake import enter_within
 from services.storage.vocabulary import EventKind
 from services.tts.base import AudioEncoding, EventHook
 
@@ -229,23 +230,11 @@ class AuraStream:
 
     async def _open(self) -> _Connection:
         stack = AsyncExitStack()
-        # The SDK's (legacy websockets) handshake does not give way to a cancellation until its own
-        # 10 s open timeout, so the handshake runs as a task of its own that is left behind, and
-        # cleaned up whenever it ends, if it does not open within the bound.
-        entering = asyncio.create_task(stack.enter_async_context(self._rest.client.speak.v1.connect(
-            model=self.model, encoding="mulaw", sample_rate=8000)), name="aura-stream-handshake")
-        try:
-            done, _ = await asyncio.wait({entering}, timeout=self._connect_timeout_s)
-            if not done:
-                _leave_behind(entering, stack)
-                raise TimeoutError
-            socket = entering.result()
-        except asyncio.CancelledError:
-            _leave_behind(entering, stack)
-            raise
+        try:  # the SDK's handshake ignores a cancellation for up to 10 s: bounded by enter_within
+            socket = await enter_within(stack, self._rest.client.speak.v1.connect(
+                model=self.model, encoding="mulaw", sample_rate=8000), self._connect_timeout_s,
+                name="aura-stream-handshake")
         except Exception as exc:
-            if entering.done():
-                await _quietly(stack.aclose())
             self._failed_at, self._failure = asyncio.get_running_loop().time(), _reason(exc)
             log.warning("cannot open the Deepgram speak socket (%s)", self._failure)
             raise VoiceUnavailable(f"Deepgram speak socket unavailable: {self._failure}") from None
@@ -411,21 +400,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or 'connection failed'}"
     return type(exc).__name__
-
-
-_left_behind: set[asyncio.Task] = set()
-
-
-def _leave_behind(handshake: asyncio.Task, stack: AsyncExitStack) -> None:
-    """Give up on a handshake: once it has ended (opened or not), close what it opened."""
-    def ended(task: asyncio.Task) -> None:
-        _retrieve(task)
-        closing = asyncio.get_running_loop().create_task(_quietly(stack.aclose()))
-        _left_behind.add(closing)
-        closing.add_done_callback(_left_behind.discard)
-
-    handshake.cancel()
-    handshake.add_done_callback(ended)
 
 
 def _retrieve(task: asyncio.Task) -> None:
