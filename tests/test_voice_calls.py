@@ -14,9 +14,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from services.orchestrator.record import MemoryRecorder
 from services.simulator.caller import CallerLine, CallResult
 from tests.conftest import Running, running_zylin
 from tests.fakes.deepgram_server import FakeDeepgram, speak_audio
+from tests.fakes.openai_realtime import RealtimeSession, realtime_audio
+from tests.fakes.openai_server import FakeOpenAI
 
 KEY = "secret-test-key-42"
 HOURS = "What are your opening hours?"   # the offline brain answers in several sentences
@@ -146,3 +149,118 @@ async def test_a_socket_deepgram_closes_while_idle_is_reopened_and_no_reply_need
     heard = audio_by_mark(result)
     spoken = [heard[m] for m in heard if not m.startswith("1.")]
     assert spoken == [aura_audio(deepgram, t) for s in sessions for t in s.speaks]
+
+
+# --- OpenAI Realtime ------------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def on_realtime(openai: FakeOpenAI, **overrides: Any) -> AsyncIterator[Running]:
+    """A server speaking with OpenAI's Realtime voice (the default with only an OpenAI key; the
+    offline brain here, so the fake is asked for nothing but speech)."""
+    values: dict[str, Any] = dict(use_mock_streaming=False, asr_provider="mock", llm_provider="mock",
+                                  openai_api_key=KEY, openai_base_url=openai.base_url)
+    values.update(overrides)
+    async with running_zylin(**values) as running:
+        assert running.runtime is not None
+        if running.runtime._phrases_task is not None:
+            await running.runtime._phrases_task   # the fixed lines: start-up sessions, not the call's
+        yield running
+
+
+async def replies_played(running: Running, count: int, timeout_s: float = 10.0) -> None:
+    """Until `count` replies after the greeting have played to the end (the recorder has them)."""
+    recorder = running.recorder
+    assert isinstance(recorder, MemoryRecorder)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+
+    def played() -> int:
+        return max((sum(t.speaker == "zylin" for t in c["turns"]) - 1 for c in recorder.calls.values()), default=0)
+
+    while played() < count:
+        assert asyncio.get_running_loop().time() < deadline, "the reply did not play"
+        await asyncio.sleep(0.01)
+
+
+def call_sessions(openai: FakeOpenAI, before: int) -> list[RealtimeSession]:
+    return openai.realtime.sessions[before:]
+
+
+async def test_realtime_says_every_reply_of_a_call_over_one_session_read_verbatim():
+    async with FakeOpenAI(api_key=KEY) as openai, on_realtime(openai) as running:
+        before = len(openai.realtime.sessions)
+        result, record = await call(running, HOURS, PRICE)
+        [session] = call_sessions(openai, before)
+        await session.wait_closed()
+
+    replies = zylin_lines(record)[1:]
+    assert " ".join(r.text for r in session.responses) == " ".join(replies)
+    update = session.of_type("session.update")[0]["session"]
+    assert update["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert update["audio"]["input"]["turn_detection"] is None and update["audio"]["output"]["voice"] == "marin"
+    assert {r.conversation for r in session.responses} == {"none"} and session.max_active == 1
+    heard = audio_by_mark(result)
+    spoken = [heard[m] for m in heard if not m.startswith("1.")]
+    assert spoken == [realtime_audio(r.text) for r in session.responses]   # mu-law as sent: no resampling
+    assert not events(record, "tts_reworded") and not events(record, "tts_fallback")
+
+
+async def test_a_sentence_realtime_rewords_is_recorded_on_the_call():
+    async with FakeOpenAI(api_key=KEY) as openai, on_realtime(openai) as running:
+        openai.realtime.reword = lambda text: text.replace("cleaning", "clean")
+        result, record = await call(running, PRICE)
+
+    [reworded] = events(record, "tts_reworded")
+    assert reworded["provider"] == "openai" and "cleaning" in reworded["asked"] and "clean " in reworded["said"]
+
+
+async def test_a_barge_in_cancels_the_realtime_response_and_nothing_more_of_the_reply_is_sent():
+    async with FakeOpenAI(api_key=KEY) as openai, on_realtime(openai) as running:
+        openai.realtime.delta_interval_s = 0.05    # slower than it plays: the reply is still coming when cut
+        before = len(openai.realtime.sessions)
+        result, record = await call(running, HOURS, CallerLine(PRICE, barge_in_after_ms=800))
+        [session] = call_sessions(openai, before)
+        await session.wait_closed()
+
+    assert result.clears and events(record, "barge_in")
+    assert session.of_type("response.cancel"), "OpenAI was told to stop"
+    assert "cancelled" in [r.status for r in session.responses]
+    cut = result.clears[0]
+    after = [r for r in result.received if r.t > cut and r.event in ("media", "mark")]
+    first_mark = next(r for r in after if r.event == "mark")
+    assert first_mark.mark == "3.start"
+    assert [r.event for r in after[:after.index(first_mark)]] == ["media"]
+    assert not session.sent_of_type("error"), "no cancel of a response that was not active"
+
+
+async def test_when_the_realtime_session_drops_mid_reply_the_other_voice_finishes_it_and_it_reconnects():
+    async with FakeOpenAI(api_key=KEY) as openai, on_realtime(openai, tts_fallback_provider="mock") as running:
+        openai.realtime.stall_after = 1            # each sentence stalls after its first delta...
+        before = len(openai.realtime.sessions)
+        task = asyncio.ensure_future(call(running, HOURS))
+        session = await openai.realtime.wait_sessions(before + 1)
+        await session.wait_until(lambda: any(r.deltas for r in session.responses), timeout=10)
+        await session.drop()                       # ...and the connection is lost there
+        result, record = await asyncio.wait_for(task, 30)
+
+    reply = [t for t in record["turns"] if t.speaker == "zylin"][1]
+    assert not reply.interrupted and reply.heard_text == reply.text, "the caller heard the whole reply"
+    [switch] = events(record, "tts_fallback")
+    assert switch["provider"] == "openai" and switch["spoken_by"] == "mock"
+    assert [e["heard"] for e in events(record, "provider_error")] == ["part"]
+    assert [e["provider"] for e in events(record, "tts_reconnect")][:1] == ["openai"], "reconnected"
+    assert len(openai.realtime.sessions) >= before + 2
+
+
+async def test_a_realtime_session_that_expires_between_replies_is_replaced_and_no_reply_needs_the_fallback():
+    async with FakeOpenAI(api_key=KEY) as openai, on_realtime(openai, tts_fallback_provider="mock") as running:
+        before = len(openai.realtime.sessions)
+        task = asyncio.ensure_future(call(running, HOURS, CallerLine(PRICE, pause_before_ms=3000)))
+        session = await openai.realtime.wait_sessions(before + 1)
+        await replies_played(running, 1)
+        await session.expire()                     # session_expired, then closed, while the caller pauses
+        result, record = await asyncio.wait_for(task, 30)
+
+    sessions = call_sessions(openai, before)
+    assert len(sessions) == 2
+    assert " ".join(r.text for s in sessions for r in s.responses) == " ".join(zylin_lines(record)[1:])
+    assert events(record, "tts_reconnect") and not events(record, "tts_fallback")
