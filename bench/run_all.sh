@@ -20,3 +20,4 @@ run gc_pause gc_pause
 run memory memory
 run realistic realistic
 run barge_in barge_in --min-speech-ms 250,300,350
+run voices voices

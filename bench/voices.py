@@ -36,7 +36,9 @@ from services.settings import Settings  # noqa: E402
 from services.telephony.media_streams import StreamSender, parse_outbound  # noqa: E402
 from services.tts.base import SpeechSynthesizer  # noqa: E402
 from services.tts.deepgram_aura import AuraSynthesizer  # noqa: E402
+from services.tts.openai_realtime import RealtimeVoice  # noqa: E402
 from tests.fakes.deepgram_server import FakeDeepgram  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
 KEY = "bench-provider-key"
 SENTENCES = ("Yes, we're open tomorrow from nine to five.", "Would you like me to book that for you?",
@@ -143,6 +145,14 @@ async def aura(args: argparse.Namespace) -> AsyncIterator[tuple[FakeDeepgram, De
         yield fake, proxy
 
 
+@contextlib.asynccontextmanager
+async def openai_realtime(args: argparse.Namespace) -> AsyncIterator[tuple[FakeOpenAI, DelayProxy]]:
+    async with FakeOpenAI(api_key=KEY) as fake, \
+            DelayProxy(fake.port, args.one_way_ms / 1000, args.handshake_rtts) as proxy:
+        fake.realtime.first_audio_delay_s = args.realtime_ttfb_ms / 1000
+        yield fake, proxy
+
+
 def aura_settings(proxy: DelayProxy, streaming: bool) -> Settings:
     return Settings(_env_file=None, deepgram_api_key=KEY, deepgram_base_url=proxy.url,  # type: ignore[call-arg]
                     deepgram_tts_streaming=streaming)
@@ -190,6 +200,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             await phrases.get(process, text)
         rows.append(await measure("phrase cache hit", lambda: process, args.sentences, phrases=phrases))
         await process.close()
+    async with openai_realtime(args) as (fake, proxy):
+        realtime = RealtimeVoice(Settings(_env_file=None, openai_api_key=KEY,  # type: ignore[call-arg]
+                                          openai_base_url=f"{proxy.url}/v1"))
+        session = realtime.for_call()
+        await first_audio(CallVoices([session]), "Warming up.")   # the call's session, opened at call start
+        rows.append(await measure("OpenAI Realtime (session per call)", lambda: session, args.sentences))
+        await session.close()
+        await realtime.close()
     return rows
 
 
@@ -201,8 +219,11 @@ def main() -> None:
     parser.add_argument("--aura-ttfb-ms", type=float, default=150.0, help="Aura's synthesis before first audio")
     parser.add_argument("--realtime-ttfb-ms", type=float, default=350.0, help="OpenAI Realtime's, assumed")
     parser.add_argument("--faster-than-real-time", type=float, default=4.0, help="audio rate over real time")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 sentences each")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
+    if args.quick:
+        args.sentences = 3
     print(machine_line())
     rows = asyncio.run(run(args))
     print(table(rows, [("voice", "voice"), ("n", "n"), ("first_audio_p50", "first audio p50 ms"),

@@ -86,3 +86,21 @@ def test_the_vad_batch_bench_finds_the_same_events_batched_and_the_model_cheaper
     late = vad_batch.lateness(alone["events"], batched["events"])   # raises if the events differ
     assert late["events"] > 0 and set(late["frames_late"]) <= {0, 1}
     assert batched["windows_per_run"] > 1
+
+
+async def test_the_voice_benchmark_measures_each_voice_with_its_network_and_synthesis_time():
+    import argparse
+
+    from bench import voices
+
+    args = argparse.Namespace(sentences=2, one_way_ms=10.0, handshake_rtts=2, aura_ttfb_ms=60.0,
+                              realtime_ttfb_ms=120.0, faster_than_real_time=8.0)
+    rows = {row["voice"]: row for row in await voices.run(args)}
+
+    assert set(rows) == {"Aura REST, warm connection", "Aura REST, new connection",
+                         "Aura streaming (socket per call)", "phrase cache hit", "OpenAI Realtime (session per call)"}
+    # each voice waits at least its synthesis time plus a round trip; a new connection two more
+    assert rows["Aura streaming (socket per call)"]["first_audio_p50"] >= 60 + 20
+    assert rows["Aura REST, new connection"]["ttfb_p50"] >= rows["Aura REST, warm connection"]["ttfb_p50"] + 30
+    assert rows["OpenAI Realtime (session per call)"]["first_audio_p50"] >= 120 + 20
+    assert rows["phrase cache hit"]["first_audio_p50"] < 20
