@@ -264,3 +264,28 @@ async def test_a_realtime_session_that_expires_between_replies_is_replaced_and_n
     assert len(sessions) == 2
     assert " ".join(r.text for s in sessions for r in s.responses) == " ".join(zylin_lines(record)[1:])
     assert events(record, "tts_reconnect") and not events(record, "tts_fallback")
+
+
+# --- both keys: Aura streaming speaks, OpenAI Realtime stands by ----------------------------------------
+
+async def test_with_both_keys_a_dropped_aura_socket_hands_the_reply_to_the_realtime_session_open_since_call_start():
+    async with FakeDeepgram(api_key=KEY) as deepgram, FakeOpenAI(api_key=KEY) as openai, \
+            on_aura(deepgram, openai_api_key=KEY, openai_base_url=openai.base_url) as running:
+        before = len(openai.realtime.sessions)
+        deepgram.speak_ws_hold_after = 1
+        task = asyncio.ensure_future(call(running, HOURS, PRICE))
+        standby = await openai.realtime.wait_sessions(before + 1)   # opened with the call, before any failure
+        session = await deepgram.wait_speak_session(0)
+        assert not standby.responses
+        await deepgram.wait_speak_ws(lambda: len(session.audio_sent) > 0, timeout=10)
+        await session.drop(1011)
+        result, record = await asyncio.wait_for(task, 30)
+
+    [switch] = events(record, "tts_fallback")
+    assert switch["provider"] == "deepgram" and switch["spoken_by"] == "openai"
+    hours, price = [t for t in record["turns"] if t.speaker == "zylin"][1:]
+    assert not hours.interrupted and hours.heard_text == hours.text
+    said_by_openai = [r.text for r in standby.responses]
+    assert said_by_openai[-1] == price.text, "the rest of the call is in the Realtime voice"
+    heard = audio_by_mark(result)
+    assert [heard[m] for m in heard if m.startswith("3.")] == [realtime_audio(price.text)]
