@@ -1,5 +1,6 @@
-"""Whole phone calls with every real adapter (Deepgram ASR, OpenAI brain, OpenAI TTS) talking,
-through their real SDKs, to the wire-level fakes on 127.0.0.1 — the code path production runs."""
+"""Whole phone calls with every real adapter (Deepgram ASR, OpenAI brain, OpenAI's Speech API as
+the voice) talking, through their real SDKs, to the wire-level fakes on 127.0.0.1 — the code path
+production runs. The streaming voices' whole calls are in tests/test_voice_calls.py."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ async def real_zylin(script: list[str], **overrides) -> AsyncIterator[tuple]:
             FakeOpenAI(api_key="test-key") as openai:
         openai.chat_handler = receptionist_model
         settings = dict(use_mock_streaming=False, asr_provider="deepgram", llm_provider="openai",
-                        tts_provider="openai", deepgram_api_key="test-key", openai_api_key="test-key",
+                        tts_provider="openai", openai_tts_api="speech",
+                        deepgram_api_key="test-key", openai_api_key="test-key",
                         deepgram_base_url=deepgram.url, openai_base_url=openai.base_url)
         settings.update(overrides)
         async with running_zylin(**settings) as zylin:
