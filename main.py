@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
         # a full collection pauses every call for ~13 ms instead of ~124 ms (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        runtime.warm_phrases()
         yield
         await runtime.close_speech()
         await runtime.telephony.close()

@@ -50,8 +50,8 @@ class Runtime:
 
     async def warm_up(self) -> None:
         """Render the greeting and the apology before the first call rings: the greeting so it can
-        start within a few ms, the apology because it is needed exactly when no voice can speak.
-        The other fixed lines follow in the background. The neural VAD's model is loaded now too
+        start within a few ms, the apology because it is needed exactly when no voice can speak
+        (the other fixed lines follow: `warm_phrases`). The neural VAD's model is loaded now too
         (~50 ms), not on the first call's first frame."""
         if self.settings.vad == "neural":
             from services.audio.silero_vad import shared_model
@@ -63,6 +63,10 @@ class Runtime:
         except Exception as exc:
             log.warning("could not pre-render the greeting (%s); calls will synthesize it live", describe(exc))
         await self._render_apology()
+
+    def warm_phrases(self) -> None:
+        """The other fixed lines, rendered in the background while calls are taken (started after
+        start-up's gc.freeze(), so nothing of a rendering in progress is frozen for good)."""
         self._phrases_task = asyncio.ensure_future(self.phrases.warm(self.tts, list(PHRASES)))
 
     async def _render_apology(self) -> None:
