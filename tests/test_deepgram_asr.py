@@ -90,6 +90,7 @@ async def test_the_stream_opens_with_the_documented_query_and_the_key_as_a_token
     assert q["interim_results"] == ["true"] and q["vad_events"] == ["true"] and q["smart_format"] == ["true"]
     assert q["endpointing"] == ["300"] and q["utterance_end_ms"] == ["1000"]
     assert q["keyterm"] == ["Bright Smile Dental", "Cleaning", "Teeth Whitening"]
+    assert q["filler_words"] == ["true"]   # "um" is kept: a turn ending on one is held (endings.py)
 
 
 async def test_endpointing_and_utterance_end_follow_the_settings(deepgram, recognizers):
@@ -488,6 +489,48 @@ async def test_spoken_audio_comes_back_as_the_scripted_line_with_deepgrams_messa
     assert fake.heard == ["I'd like to book a cleaning."]
     assert after == []
 
+
+
+async def spoken_line(recognizer: DeepgramRecognizer) -> str:
+    """Send a second of "speech" and the silence after it; the final transcript that comes back."""
+    events = Events(recognizer)
+    t = np.arange(8000) / 8000
+    audio = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes() + bytes(24000)
+    for i in range(0, len(audio), FRAME):
+        await recognizer.send(audio[i:i + FRAME])
+    while not (isinstance(event := await events.next(), Transcript) and event.speech_final):
+        pass
+    return event.text
+
+
+async def test_um_and_uh_are_in_the_transcript_because_zylin_asks_for_filler_words(recognizers):
+    async with FakeDeepgram(script=["I'd like to book um"]) as fake:
+        assert await spoken_line(await recognizers(fake)) == "I'd like to book um"
+
+
+async def test_the_fake_strips_um_and_uh_unless_filler_words_is_asked_for_as_deepgram_does(recognizers):
+    async with FakeDeepgram(script=["I'd like to book, uh, um", "Mhmm"]) as fake:
+        recognizer = await recognizers(fake)
+        recognizer.params.pop("request_options")     # the query as the SDK builds it by default
+        assert await spoken_line(recognizer) == "I'd like to book,"
+        assert await spoken_line(recognizer) == "Mhmm"   # only "uh" and "um" are stripped
+        assert "filler_words" not in fake.sessions[0].query
+
+
+async def test_a_caller_who_pauses_on_um_gets_one_answer_for_the_whole_sentence_with_nova_3():
+    lines = ["I'd like to book um", "how much is a cleaning?"]
+    async with FakeDeepgram(api_key=PROVIDER_KEY, script=lines) as fake, \
+            running_zylin(use_mock_streaming=False, asr_provider="deepgram", llm_provider="mock",
+                          tts_provider="mock", deepgram_api_key=PROVIDER_KEY, deepgram_base_url=fake.url) as zylin:
+        result = await zylin.caller().call([
+            CallerLine(lines[0]), CallerLine(lines[1], pause_before_ms=400, wait_for_reply=False),
+        ], mock_script=False)
+        record = await zylin.recorder.wait_ended(result.call_sid)
+
+    caller = [t.text for t in record["turns"] if t.speaker == "caller"]
+    assert caller == ["I'd like to book um how much is a cleaning?"], "held on the um, then one turn"
+    zylin_said = [t.text for t in record["turns"] if t.speaker == "zylin"]
+    assert len(zylin_said) == 2 and "$120" in zylin_said[1]
 
 
 # --- Finalize "may" be answered: Zylin must not wait for it ------------------------------------------

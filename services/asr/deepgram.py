@@ -323,6 +323,11 @@ class DeepgramRecognizer(DeepgramStream):
             params["utterance_end_ms"] = max(1000, utterance_end_ms)
         if model.startswith("nova-3"):  # keyterm prompting is Nova-3 only
             params["keyterm"] = list(keyterms)[:MAX_KEYTERMS]
+        if model.startswith("nova"):
+            # Without it Deepgram strips "uh" and "um" from transcripts, and a turn ending on one
+            # ("I'd like to book, um") looks finished (services/receptionist/endings.py). The
+            # SDK's connect has no such argument: it goes as an additional query parameter.
+            params["request_options"] = {"additional_query_parameters": {"filler_words": "true"}}
         return params
 
     def _connect(self) -> Any:

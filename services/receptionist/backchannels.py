@@ -23,6 +23,7 @@ BACKCHANNELS = frozenset({
 INTERRUPTING = frozenset({
     "wait", "stop", "sorry", "hold on", "hang on", "no", "nope", "excuse me", "pardon",
     "one moment", "one second", "just a second", "actually",
+    "uh-uh", "nuh-uh", "mm-mm",   # "no", as Deepgram spells it with filler_words on
 })
 
 _LONGEST = max(len(p.split()) for p in BACKCHANNELS | INTERRUPTING)

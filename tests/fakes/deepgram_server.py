@@ -310,6 +310,8 @@ class _Ears:
     async def _results(self, is_final: bool, speech_final: bool, from_finalize: bool = False) -> None:
         fake = self.session.fake
         line = fake.script[0] if fake.script else ""
+        if self.session.param("filler_words") != "true":
+            line = without_fillers(line)   # as Deepgram does unless filler_words=true
         end = self.last_voice if is_final else self.t + 0.02
         if is_final:
             if fake.script:
@@ -605,6 +607,13 @@ class _Stalled(asyncio.Protocol):
 
 
 # --- shapes and helpers (shared with tests) ----------------------------------------------------
+def without_fillers(text: str) -> str:
+    """What Deepgram makes of speech with "uh" and "um" in it when `filler_words` is not true: the
+    two are left out ("the two most common fillers ... are stripped out of the transcript",
+    https://developers.deepgram.com/docs/filler-words); the other fillers stay."""
+    return " ".join(w for w in text.split() if w.strip(".,?!").lower() not in ("uh", "um"))
+
+
 def results_message(transcript: str, *, is_final: bool, speech_final: bool, start: float,
                     duration: float, confidence: float = 0.98, from_finalize: bool = False,
                     request_id: str = "") -> dict[str, Any]:
