@@ -373,6 +373,8 @@ async def test_when_zylin_finishes_during_the_callers_speech_it_is_the_callers_t
     ("Wait", Words.INTERRUPTING), ("oh, sorry", Words.INTERRUPTING), ("Hold on", Words.INTERRUPTING),
     ("No.", Words.INTERRUPTING), ("Excuse me?", Words.INTERRUPTING),
     ("Sorry, how much is a cleaning?", Words.INTERRUPTING),
+    ("Mhmm.", Words.BACKCHANNEL), ("Uh-uh.", Words.INTERRUPTING), ("nuh-uh", Words.INTERRUPTING),
+    ("Mm-mm.", Words.INTERRUPTING),   # Deepgram's spellings with filler_words: "mhmm" yes, the rest no
     ("yes", Words.OTHER), ("um", Words.OTHER), ("Okay so about Friday", Words.OTHER), ("", Words.OTHER),
     ("I see a problem", Words.OTHER),
 ])
