@@ -170,6 +170,8 @@ async def test_an_eager_reply_waits_unheard_and_is_sent_on_the_end_of_turn():
     assert replies[0].startswith("Of course, let me write that down.")
     latency = turns_of(record, "caller")[0].latency
     assert latency.speculative and latency.first_audio_ms is not None
+    [speculation] = [e.detail for e in record["events"] if e.kind == "speculative_reply"]
+    assert speculation["outcome"] == "committed" and speculation["lead_ms"] >= 400   # eager end -> EndOfTurn
 
 
 async def test_a_resumed_turn_cancels_the_speculation_without_a_sound_or_a_side_effect():
@@ -193,6 +195,8 @@ async def test_a_resumed_turn_cancels_the_speculation_without_a_sound_or_a_side_
     assert tools_run(record) == ["take_message"]
     assert openai.chat_requests[1]["messages"][-1]["content"] == longer
     assert not turns_of(record, "caller")[0].latency.speculative
+    [speculation] = [e.detail for e in record["events"] if e.kind == "speculative_reply"]
+    assert speculation["outcome"] == "discarded" and speculation["lead_ms"] >= 300   # eager end -> resumed
 
 
 async def test_an_end_of_turn_with_other_words_than_the_eager_one_restarts_the_reply():
@@ -226,6 +230,8 @@ async def test_a_mid_sentence_pause_is_one_turn_answered_once():
     assert [t.text for t in turns_of(record, "caller")] == ["I'd like to book on Thursday."]
     assert [t.text for t in turns_of(record, "zylin")][1:] == ["Thursday works. What time suits you?"]
     assert turns_of(record, "caller")[0].latency.speculative
+    assert [e.detail["outcome"] for e in record["events"] if e.kind == "speculative_reply"] == [
+        "discarded", "committed"]   # the pause's eager end was wrong, the second right
 
 
 async def test_a_read_only_tool_may_run_while_the_reply_is_still_speculative():

@@ -30,7 +30,8 @@ def test_the_stored_values_are_the_strings_rows_already_hold():
     assert tuple(SmsStatus) == ("pending", "sent", "failed", "off")
     assert set(EventKind) == {"tool", "transfer", "transfer_answered", "transfer_failed", "hang_up", "barge_in",
                               "interruption_ignored",
-                              "dtmf", "provider_error", "tts_fallback", "tts_reconnect", "tts_reworded", "not_heard"}
+                              "dtmf", "provider_error", "tts_fallback", "tts_reconnect", "tts_reworded",
+                              "speculative_reply", "not_heard"}
     assert set(EndReason) == {"stop event", "socket closed", "twilio stopped reading", "error",
                               "zylin ended the call", "transferred to a person", "maximum call length",
                               "server stopped mid-call (closed by the sweep)"}

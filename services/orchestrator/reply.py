@@ -76,6 +76,7 @@ class Reply:
     stream_s_at_start: float = 0.0
     state: ReplyState = ReplyState.SPEAKING
     speculated: str = ""                 # the caller's words a speculative reply answers
+    speculated_at: float = 0.0           # when the speculation began (monotonic)
     gate: asyncio.Event | None = None    # a speculative reply's audio waits for it (set on commit)
 
     def move(self, to: ReplyState) -> ReplyState:

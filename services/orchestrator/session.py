@@ -274,7 +274,7 @@ class CallSession:
         self.drop_speculation()
         latency = TurnLatency(speech_end=speech_end)
         reply = self._new_reply(latency, speculative=True)
-        reply.speculated = text
+        reply.speculated, reply.speculated_at = text, time.monotonic()
         context = [*self.history, Message("user", text)]
         reply.task = asyncio.create_task(self._run_reply(reply, context), name=f"speculative reply {reply.gen}")
 
@@ -286,7 +286,14 @@ class CallSession:
         if reply.task is not None and not reply.task.done():
             reply.task.cancel()
         self._advance(reply, ReplyState.DISCARDED)
+        self._speculation_ended(reply, "discarded")
         log.debug("speculative reply %d on %s discarded", reply.gen, self.info.call_sid)
+
+    def _speculation_ended(self, reply: Reply, outcome: str) -> None:
+        """On the call's record: whether Flux's eager end was right, and how long before the end
+        of turn (or the caller going on) the reply began."""
+        lead_ms = round((time.monotonic() - reply.speculated_at) * 1000, 1)
+        self._event(EventKind.SPECULATIVE_REPLY, outcome=outcome, lead_ms=lead_ms)
 
     def _speculation(self) -> Reply | None:
         reply = self._reply
@@ -298,6 +305,7 @@ class CallSession:
         latency = reply.latency
         latency.speech_end, latency.transcript_at = speech_end, closed_at
         latency.speculative = True
+        self._speculation_ended(reply, "committed")
         turn = TurnRecord(self._turn_base + len(self.turns), TurnSpeaker.CALLER, text, closed_at, latency=latency)
         self.turns.append(turn)
         self.history.append(Message("user", text))

@@ -72,6 +72,7 @@ class EventKind(StrEnum):
     TTS_FALLBACK = "tts_fallback"              # provider, error, spoken_by: the other voice said it
     TTS_RECONNECT = "tts_reconnect"            # provider, reason: a streaming voice's socket dropped; reopened
     TTS_REWORDED = "tts_reworded"              # provider, asked, said: the voice did not say the text verbatim
+    SPECULATIVE_REPLY = "speculative_reply"    # outcome (committed, discarded), lead_ms: begun on an eager end
     NOT_HEARD = "not_heard"                    # misses: record mode heard nothing usable
 
 
