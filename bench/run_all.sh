@@ -21,3 +21,4 @@ run memory memory
 run realistic realistic
 run barge_in barge_in --min-speech-ms 250,300,350
 run voices voices
+run turn_ends turn_ends

@@ -104,3 +104,14 @@ async def test_the_voice_benchmark_measures_each_voice_with_its_network_and_synt
     assert rows["Aura REST, new connection"]["ttfb_p50"] >= rows["Aura REST, warm connection"]["ttfb_p50"] + 30
     assert rows["OpenAI Realtime (session per call)"]["first_audio_p50"] >= 120 + 20
     assert rows["phrase cache hit"]["first_audio_p50"] < 20
+
+
+def test_the_turn_end_benchmark_runs_and_holds_a_line_paused_on_um(capsys):
+    from bench import turn_ends
+    from bench.turn_corpus import espeak_available
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed (CI installs it)")
+    assert turn_ends.main(["--quick", "--vad", "energy"]) == 0
+    out = capsys.readouterr().out
+    assert "premature, pause <= 1 s" in out
