@@ -96,9 +96,9 @@ class Settings(BaseSettings):
     vad_start_ms: int = 0                # voiced this long in a row: speech start; 0 = 60 ms neural, 100 ms energy
     vad_end_silence_ms: int = 300        # silent this long in a row: speech end (the recognizer finalizes)
     # Caller speech over Zylin stops it after this much (from its first voiced frame), unless its words
-    # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 300 ms stops 88 % of real
-    # interruptions within 400 ms of their onset with VAD=neural (docs/benchmarks.md §7).
-    interrupt_min_speech_ms: PositiveInt = 300
+    # are backchannels ("mm-hm"); "wait", "sorry" stop it at once. 250 ms stops 90 % of real
+    # interruptions within 400 ms of their onset with VAD=neural, batched (docs/benchmarks.md §7).
+    interrupt_min_speech_ms: PositiveInt = 250
     # A turn whose words end unfinished ("I'd like to book, um", "... on the") closes only after this
     # much more silence; if the caller goes on meanwhile it is one turn. 0 = off. Counts in asr_ms.
     turn_hold_unfinished_ms: NonNegativeInt = 800

@@ -38,7 +38,7 @@ from services.storage.vocabulary import BargeIn, NotAnInterruption
 
 log = logging.getLogger("zylin.turns")
 
-INTERRUPT_MIN_SPEECH_MS = 300  # the defaults: see services/settings.py
+INTERRUPT_MIN_SPEECH_MS = 250  # the defaults: see services/settings.py
 TURN_HOLD_UNFINISHED_MS = 800
 
 
