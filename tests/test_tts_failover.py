@@ -70,22 +70,8 @@ async def call(running: Running, *lines: str, **caller) -> tuple[CallResult, dic
     return result, await running.recorder.wait_ended(result.call_sid)
 
 
-def audio_by_mark(result: CallResult) -> dict[str, bytes]:
-    """What each spoken sentence sounded like: the audio sent before its mark."""
-    out: dict[str, bytes] = {}
-    pending = bytearray()
-    payloads = iter(result.media_payloads())
-    for received in result.received:
-        if received.event == "media":
-            pending += next(payloads)
-        elif received.event == "mark" and not received.mark.endswith(".start"):  # a start mark splits no sentence
-            out[received.mark] = bytes(pending)
-            pending.clear()
-    return out
-
-
 def reply_marks(result: CallResult, gen: int = 2) -> list[str]:
-    return [m for m in audio_by_mark(result) if m.startswith(f"{gen}.")]
+    return [m for m in result.audio_by_mark() if m.startswith(f"{gen}.")]
 
 
 def aura_texts(deepgram: FakeDeepgram) -> list[str]:
@@ -140,7 +126,7 @@ async def test_after_aura_answers_500_the_call_switches_to_the_openai_voice_whic
     # from then on the call speaks with OpenAI's voice.
     asked_of_aura = aura_texts(deepgram)[started:]
     assert 1 <= len(asked_of_aura) <= 2 and all(t in openai_texts(openai) for t in asked_of_aura)
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     assert len(reply_marks(result, gen=3)) == len(sentences)
     for mark, sentence in zip(reply_marks(result, gen=3), sentences, strict=True):
         assert sounds_like_openai(heard[mark], sentence) and voiced(heard[mark])
@@ -164,7 +150,7 @@ async def test_when_both_voices_fail_the_caller_hears_the_apology_once_and_an_er
     assert apology == speak_audio(APOLOGY_LINE, "mulaw", 8000, deepgram.speak_seconds_per_char)
     marks = reply_marks(result)
     assert len(marks) == 1, "every sentence failed, the apology is heard once"
-    heard = audio_by_mark(result)[marks[0]]
+    heard = result.audio_by_mark()[marks[0]]
     assert heard == apology and voiced(heard)
     errors = events(record, "provider_error")
     assert [(e["provider"], e["heard"]) for e in errors] == [("tts", "apology")] + [("tts", "nothing")] * (
@@ -180,7 +166,7 @@ async def test_when_aura_works_openai_is_never_called():
         result, record = await call(running, HOURS, "How much is a cleaning?")
 
     assert not openai.requests, "the fallback voice was not asked for anything"
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     marks = [m for m in heard if m != "1.0"]
     sentences = aura_texts(deepgram)[started:]
     assert len(marks) == len(sentences) >= 3            # every sentence of both replies, in Aura's voice
@@ -201,7 +187,7 @@ async def test_an_aura_stall_before_the_first_byte_is_given_up_and_openai_says_t
 
     assert stalled and not any(s.finished.is_set() for s in stalled)   # hung up on, not waited out
     [sentence] = openai_texts(openai)
-    assert sounds_like_openai(audio_by_mark(result)[reply_marks(result)[0]], sentence)
+    assert sounds_like_openai(result.audio_by_mark()[reply_marks(result)[0]], sentence)
     [fallback] = events(record, "tts_fallback")
     assert fallback["error"] == "deepgram: no audio in time"
 
@@ -215,7 +201,7 @@ async def test_openai_as_the_main_voice_falls_back_to_aura_mulaw_which_needs_no_
 
     sentences = in_reply(aura_texts(deepgram)[started:], record)
     assert len(sentences) >= 2 and len(reply_marks(result)) == len(sentences)
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     for mark, sentence in zip(reply_marks(result), sentences, strict=True):
         assert heard[mark] == speak_audio(sentence, "mulaw", 8000, deepgram.speak_seconds_per_char)
     assert [e["provider"] for e in events(record, "tts_fallback")] == ["openai"]   # one switch, for the call
@@ -231,8 +217,8 @@ async def test_with_aura_down_at_start_up_the_apology_is_rendered_in_the_openai_
 
     assert sounds_like_openai(runtime.speech.apology, APOLOGY_LINE)
     # The greeting could not be pre-rendered and no voice could say it live: the apology it is.
-    assert audio_by_mark(result)["1.0"] == runtime.speech.apology
-    assert audio_by_mark(result)[reply_marks(result)[0]] == runtime.speech.apology
+    assert result.audio_by_mark()["1.0"] == runtime.speech.apology
+    assert result.audio_by_mark()[reply_marks(result)[0]] == runtime.speech.apology
 
 
 async def test_with_no_voice_at_start_up_a_failed_sentence_is_silence_until_a_later_call_renders_the_apology(

@@ -47,20 +47,6 @@ async def call(running: Running, *lines: CallerLine | str, **caller: Any) -> tup
     return result, await running.recorder.wait_ended(result.call_sid)
 
 
-def audio_by_mark(result: CallResult) -> dict[str, bytes]:
-    """What each spoken sentence sounded like: the audio sent before its mark."""
-    out: dict[str, bytes] = {}
-    pending = bytearray()
-    payloads = iter(result.media_payloads())
-    for received in result.received:
-        if received.event == "media":
-            pending += next(payloads)
-        elif received.event == "mark" and not received.mark.endswith(".start"):
-            out[received.mark] = bytes(pending)
-            pending.clear()
-    return out
-
-
 def zylin_lines(record: dict) -> list[str]:
     return [t.text for t in record["turns"] if t.speaker == "zylin"]
 
@@ -87,7 +73,7 @@ async def test_aura_says_every_reply_of_a_call_over_one_socket_opened_at_call_st
     assert " ".join(session.speaks) == " ".join(replies), "every sentence went over the socket"
     assert session.flushes == len(session.speaks) and session.clears == 0
     assert len(deepgram.speak_requests) == rest_before, "no sentence by REST"
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     spoken = [heard[m] for m in heard if not m.startswith("1.")]
     assert spoken == [aura_audio(deepgram, text) for text in session.speaks]   # byte for byte, in order
     assert session.close_code == 1000, "closed with Close at the call's end"
@@ -126,8 +112,8 @@ async def test_when_the_aura_socket_drops_mid_reply_the_other_voice_finishes_the
 
     reply = [t for t in record["turns"] if t.speaker == "zylin"][1]
     assert not reply.interrupted and reply.heard_text == reply.text, "the caller heard the whole reply"
-    marks = [m for m in audio_by_mark(result) if m.startswith("2.")]
-    assert len(marks) >= 2 and all(audio_by_mark(result)[m] for m in marks)
+    marks = [m for m in result.audio_by_mark() if m.startswith("2.")]
+    assert len(marks) >= 2 and all(result.audio_by_mark()[m] for m in marks)
     [switch] = events(record, "tts_fallback")
     assert switch["provider"] == "deepgram" and switch["spoken_by"] == "mock"
     assert [e["heard"] for e in events(record, "provider_error")] == ["part"]   # the broken sentence
@@ -146,7 +132,7 @@ async def test_a_socket_deepgram_closes_while_idle_is_reopened_and_no_reply_need
     replies = zylin_lines(record)[1:]
     assert " ".join(t for s in sessions for t in s.speaks) == " ".join(replies), "all over the sockets"
     assert events(record, "tts_reconnect") and not events(record, "tts_fallback")
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     spoken = [heard[m] for m in heard if not m.startswith("1.")]
     assert spoken == [aura_audio(deepgram, t) for s in sessions for t in s.speaks]
 
@@ -198,7 +184,7 @@ async def test_realtime_says_every_reply_of_a_call_over_one_session_read_verbati
     assert update["audio"]["output"]["format"] == {"type": "audio/pcmu"}
     assert update["audio"]["input"]["turn_detection"] is None and update["audio"]["output"]["voice"] == "marin"
     assert {r.conversation for r in session.responses} == {"none"} and session.max_active == 1
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     spoken = [heard[m] for m in heard if not m.startswith("1.")]
     assert spoken == [realtime_audio(r.text) for r in session.responses]   # mu-law as sent: no resampling
     assert not events(record, "tts_reworded") and not events(record, "tts_fallback")
@@ -287,5 +273,5 @@ async def test_with_both_keys_a_dropped_aura_socket_hands_the_reply_to_the_realt
     assert not hours.interrupted and hours.heard_text == hours.text
     said_by_openai = [r.text for r in standby.responses]
     assert said_by_openai[-1] == price.text, "the rest of the call is in the Realtime voice"
-    heard = audio_by_mark(result)
+    heard = result.audio_by_mark()
     assert [heard[m] for m in heard if m.startswith("3.")] == [realtime_audio(price.text)]

@@ -102,6 +102,20 @@ class CallResult:
     def media_payloads(self) -> list[bytes]:
         return list(self._payloads)
 
+    def audio_by_mark(self) -> dict[str, bytes]:
+        """What each sentence sounded like: the audio received before its mark (a reply's
+        `<gen>.start` mark, right after its first frame, splits no sentence)."""
+        out: dict[str, bytes] = {}
+        pending = bytearray()
+        payloads = iter(self._payloads)
+        for received in self.received:
+            if received.event == "media":
+                pending += next(payloads)
+            elif received.event == "mark" and not received.mark.endswith(".start"):
+                out[received.mark] = bytes(pending)
+                pending.clear()
+        return out
+
     def first_media_after(self, t: float) -> float | None:
         """Arrival time of the first media message received after monotonic time `t`."""
         return next((r.t for r in self.received if r.event == "media" and r.t > t), None)
