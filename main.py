@@ -97,7 +97,6 @@ def create_app(settings: Settings | None = None, *, recorder: CallRecorder | Non
         await runtime.close_speech()
         await runtime.telephony.close()
         await runtime.storage.close()
-        gc.unfreeze()   # what start-up froze may be collected again once the app is gone
 
     app = Starlette(
         routes=[

@@ -323,9 +323,10 @@ async def test_the_recorder_stores_a_call_as_it_goes_and_its_methods_return_at_o
     recorder = DatabaseRecorder(storage)
     info = call_info("CA" + "a" * 32)
 
-    started = time.perf_counter()
     record_a_call(recorder, info)
-    assert time.perf_counter() - started < 0.005, "recording must not wait for the database"
+    # The methods are plain calls that only queue: when they return, no write has been made yet
+    # (the writer runs on the loop, which they never gave a turn to).
+    assert storage.writer.waiting >= 4, "recording must not wait for the database"
 
     detail = await recorder.wait_ended(info.call_sid)
     await storage.writer.close()

@@ -273,12 +273,17 @@ async def test_a_caller_who_says_wait_sorry_over_the_greeting_stops_it_and_histo
     rng = np.random.default_rng(13)
     speaking = Speaking(looped(to_ulaw(floor(4.0, rng))))
     said = spoken_ulaw(INTERRUPTION)
-    async with running_zylin(vad="neural") as zylin:
+    # espeak pauses at each comma about as long as the end of speech (300 ms): over the line's
+    # noise floor such a pause now and then ended the caller's turn mid-line, and the rest of the
+    # line cut Zylin's answer too. A longer end of speech keeps the line one turn; the barge-in on
+    # "Wait" is what is tested.
+    async with running_zylin(vad="neural", vad_end_silence_ms=600, mock_asr_endpointing_ms=600) as zylin:
         async with call(zylin, call_sid, json.dumps([INTERRUPTION]), speaking) as line:
             await line.until(lambda: line.played_s >= 1.0, 8)  # a second into the greeting
             speaking.say(said)
             await asyncio.wait_for(line.cleared.wait(), 5)
             await asyncio.wait_for(speaking.done.wait(), 5)
+            await asyncio.wait_for(line.played["2.0"].wait(), 8)   # the answer's first sentence
         record = await ended(zylin, call_sid)
 
     assert speaking.started_at is not None
